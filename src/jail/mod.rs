@@ -1,0 +1,1 @@
+//! Namespaces, the TUN device and the jailed command's process.

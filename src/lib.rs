@@ -1,0 +1,4 @@
+//! netjail: run a command in a network namespace whose only way out is an allow policy
+//! enforced by a userspace TCP/IP stack in the supervising process.
+
+pub mod jail;
