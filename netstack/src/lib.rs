@@ -1,1 +1,144 @@
-pub fn placeholder() {}
+//! Userspace TCP/IP termination for the jail's TUN device.
+//!
+//! [`Stack`] reads every IP packet the jail sends, terminates TCP in a smoltcp interface that
+//! accepts any destination address, asks a [`Handler`] what to do with each new flow, and
+//! moves bytes between the smoltcp socket and a host socket with bounded buffers and
+//! back-pressure both ways. UDP datagrams go to the handler, which answers through a
+//! [`StackHandle`]. The crate keeps smoltcp types out of its public API.
+
+#![deny(unsafe_code)]
+
+mod device;
+mod packet;
+mod stack;
+mod tcp;
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+pub use stack::{Stack, StackHandle, StackStats};
+
+/// Settings of the stack. [`StackConfig::default`] matches the jail netjail sets up.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// The stack's own IPv4 address on the TUN link (the jail's gateway).
+    pub gateway_v4: Ipv4Addr,
+    pub prefix_v4: u8,
+    /// The stack's own IPv6 address on the TUN link.
+    pub gateway_v6: Ipv6Addr,
+    pub prefix_v6: u8,
+    /// MTU of the TUN device, in bytes.
+    pub mtu: usize,
+    /// Receive buffer of each TCP flow, jail to host, in bytes.
+    pub tcp_rx_buffer: usize,
+    /// Send buffer of each TCP flow, host to jail, in bytes.
+    pub tcp_tx_buffer: usize,
+    /// Flows beyond this many are reset at once.
+    pub max_flows: usize,
+    /// How long a host-side connect may take before the jail's SYN is answered with a reset.
+    pub connect_timeout: Duration,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig {
+            gateway_v4: Ipv4Addr::new(198, 19, 0, 1),
+            prefix_v4: 24,
+            gateway_v6: Ipv6Addr::new(0xfd6e, 0x6a00, 0, 0, 0, 0, 0, 1),
+            prefix_v6: 64,
+            mtu: 65520,
+            tcp_rx_buffer: 512 * 1024,
+            tcp_tx_buffer: 512 * 1024,
+            max_flows: 16384,
+            connect_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A flow's endpoints as the jail sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowInfo {
+    /// Unique within one stack, never reused.
+    pub id: u64,
+    /// The jail's address and port.
+    pub src: SocketAddr,
+    /// The destination the jail addressed.
+    pub dst: SocketAddr,
+}
+
+/// What to do with a new TCP flow.
+#[derive(Debug)]
+pub enum TcpVerdict {
+    /// Connect to these host addresses in turn; the jail's SYN is answered only once one
+    /// connect succeeds, and with a reset when all fail.
+    Connect(Vec<SocketAddr>),
+    /// Accept the flow at once and splice it to this already connected stream.
+    Local(UnixStream),
+    /// Answer the SYN with a reset.
+    Reset,
+}
+
+/// How a flow ended, from the stack's point of view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Both sides closed their write halves.
+    Fin,
+    /// The jail reset the connection.
+    JailReset,
+    /// The host side failed; the jail got a reset.
+    Upstream(String),
+    /// The stack stopped while the flow was open.
+    Shutdown,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Fin => f.write_str("fin"),
+            CloseReason::JailReset => f.write_str("reset by jail"),
+            CloseReason::Upstream(err) => write!(f, "upstream error: {err}"),
+            CloseReason::Shutdown => f.write_str("supervisor shutdown"),
+        }
+    }
+}
+
+/// Counters of one finished flow.
+#[derive(Debug, Clone)]
+pub struct FlowStats {
+    pub bytes_from_jail: u64,
+    pub bytes_to_jail: u64,
+    pub duration: Duration,
+    pub close: CloseReason,
+}
+
+/// The policy and bookkeeping side of the stack, called on the stack's thread.
+pub trait Handler: Send {
+    /// Decides a new TCP flow when the jail's SYN arrives. Must not block.
+    fn tcp_flow(&mut self, flow: &FlowInfo) -> TcpVerdict;
+
+    /// The host-side connect of an accepted flow succeeded.
+    fn tcp_connected(&mut self, flow: &FlowInfo, upstream: SocketAddr);
+
+    /// Every host-side connect failed; the jail got a reset.
+    fn tcp_connect_failed(&mut self, flow: &FlowInfo, error: &io::Error);
+
+    /// A flow that reached the connected state ended.
+    fn tcp_closed(&mut self, flow: &FlowInfo, stats: &FlowStats);
+
+    /// A UDP datagram from the jail. Replies go through [`StackHandle::send_udp`].
+    fn udp_datagram(&mut self, src: SocketAddr, dst: SocketAddr, payload: &[u8]);
+}
+
+/// Errors that stop the stack.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Setting up or waiting on the event loop failed.
+    #[error("event loop failed")]
+    Poll(#[source] io::Error),
+    /// Reading from the TUN device failed with something other than "try again".
+    #[error("reading the TUN device failed")]
+    TunRead(#[source] io::Error),
+}
