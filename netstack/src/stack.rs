@@ -295,8 +295,8 @@ impl Stack {
             }
         };
 
-        match self.by_tuple.get(&(header.src, header.dst)) {
-            Some(&key) => self.mark(key),
+        match self.by_tuple.get(&(header.src, header.dst)).copied() {
+            Some(key) => self.mark(key),
             None if header.is_initial_syn() && !self.open_flow(&header) => return,
             // smoltcp answers segments of unknown connections with a reset.
             None => {}
