@@ -7,6 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -115,6 +116,7 @@ struct Envelope<'a> {
 pub struct AuditLog {
     session: String,
     out: Mutex<Box<dyn Write + Send>>,
+    dns_queries: AtomicU64,
 }
 
 impl AuditLog {
@@ -134,15 +136,23 @@ impl AuditLog {
     }
 
     pub fn with_writer(out: Box<dyn Write + Send>) -> AuditLog {
-        AuditLog { session: new_session_id(), out: Mutex::new(out) }
+        AuditLog { session: new_session_id(), out: Mutex::new(out), dns_queries: AtomicU64::new(0) }
     }
 
     pub fn session(&self) -> &str {
         &self.session
     }
 
+    /// Counts the `dns` events recorded so far.
+    pub fn dns_queries(&self) -> u64 {
+        self.dns_queries.load(Ordering::Relaxed)
+    }
+
     /// Writes one event as one line.
     pub fn record(&self, event: Event) {
+        if matches!(event, Event::Dns(_)) {
+            self.dns_queries.fetch_add(1, Ordering::Relaxed);
+        }
         let envelope = Envelope { time: now_rfc3339(), session: &self.session, event: &event };
         let mut line = serde_json::to_vec(&envelope).expect("audit events always serialize");
         line.push(b'\n');
