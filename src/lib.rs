@@ -2,5 +2,6 @@
 //! enforced by a userspace TCP/IP stack in the supervising process.
 
 pub mod audit;
+pub mod dns;
 pub mod jail;
 pub mod policy;
