@@ -171,7 +171,7 @@ impl DnsService {
                 tracing::warn!(
                     error = %err,
                     id = request.metadata.id,
-                    "encoding a DNS response failed; sending SERVFAIL"
+                    "encoding a DNS response failed, sending SERVFAIL instead"
                 );
                 outcome.response_code = ResponseCode::ServFail;
                 outcome.answers.clear();

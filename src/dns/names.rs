@@ -24,9 +24,12 @@ pub const MAX_NAMES: u32 = 65535;
 /// The name behind a synthetic address and the real addresses last resolved for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyntheticEntry {
-    /// The name as the policy sees it: lowercase, without the trailing dot.
+    /// The name as the policy matches it: lowercase, without the trailing dot.
     pub name: String,
     /// The real addresses from the latest upstream answer, IPv4 and IPv6 mixed.
+    ///
+    /// NOTE: the list changes only when the jail queries the name again, so a client that
+    /// caches the synthetic address beyond its TTL keeps reaching the addresses of that time.
     pub addrs: Vec<IpAddr>,
 }
 

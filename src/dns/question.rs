@@ -15,7 +15,7 @@ use crate::policy::Decision;
 const MIN_SYNTHETIC_TTL: u32 = 1;
 const MAX_SYNTHETIC_TTL: u32 = 60;
 
-/// What the service decided about one query and what the jail receives.
+/// The decision about one query and the records the jail receives.
 #[derive(Debug, Clone)]
 pub(super) struct Outcome {
     pub response_code: ResponseCode,
@@ -108,7 +108,7 @@ impl DnsService {
         }
         match query.query_type() {
             RecordType::A | RecordType::AAAA => self.answer_address(query, name).await,
-            // RFC 8482 lets a server decline ANY; relaying it would also carry real addresses.
+            // RFC 8482 lets a server decline ANY, and relaying it would carry real addresses.
             RecordType::ANY => Outcome::allow_with_reason(
                 ResponseCode::NotImp,
                 "ANY queries are not answered; ask for each record type".to_string(),
@@ -162,7 +162,7 @@ impl DnsService {
     }
 
     /// Relays the records of another type. CNAME records that led to them are left out and
-    /// the records take the queried name as owner, so the jail sees no alias names.
+    /// the records take the queried name as owner, so the jail never learns alias names.
     async fn forward(&self, query: &Query) -> Outcome {
         let record_type = query.query_type();
         let lookup =
@@ -226,7 +226,7 @@ impl DnsService {
     fn log_table_full(&self, name: &str) {
         use std::sync::atomic::Ordering;
         if !self.inner.table_full_logged.swap(true, Ordering::Relaxed) {
-            tracing::warn!(name, "no synthetic address left; new names get SERVFAIL");
+            tracing::warn!(name, "no synthetic address left, so new names get SERVFAIL");
         }
     }
 }

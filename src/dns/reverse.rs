@@ -15,7 +15,7 @@ pub(super) enum LocalReverse {
     Synthetic(IpAddr),
     /// A reverse name whose addresses are all non-public, such as 1.0.0.10.in-addr.arpa or
     /// 168.192.in-addr.arpa. Asking the upstream resolver about it would reveal the jail's
-    /// interest in private networks and could only return answers nobody should trust.
+    /// interest in private networks, and no public server has authoritative data for them.
     NonPublic,
 }
 
@@ -34,9 +34,9 @@ pub(super) fn classify(name: &Name) -> Option<LocalReverse> {
     if net.prefix_len() == 0 {
         return None;
     }
-    // The non-public ranges are aligned CIDR blocks, so a network whose first and last
-    // addresses are both non-public lies inside them, apart from a network that spans two
-    // blocks with public space between them, which no /8 or longer prefix does.
+    // The non-public ranges are aligned CIDR blocks. A network whose first and last addresses
+    // are both non-public therefore lies inside them, unless it spans two blocks with public
+    // space between them, and no /8 or longer network does that.
     let non_public = !is_public(net.network()) && !is_public(net.broadcast());
     non_public.then_some(LocalReverse::NonPublic)
 }

@@ -64,7 +64,7 @@ impl DnsService {
 
         if !input.is_empty() {
             let len = input.len();
-            tracing::debug!(%client, len, "DNS-over-TCP connection closed in the middle of a message");
+            tracing::debug!(%client, len, "DNS-over-TCP connection closed mid-message");
         }
         writer.shutdown().await
     }
@@ -102,7 +102,7 @@ where
     };
     // `encode` keeps responses within the 65535 bytes the prefix can express.
     let Ok(length) = u16::try_from(response.len()) else {
-        tracing::error!(%client, len = response.len(), "DNS response too large for TCP; dropped");
+        tracing::error!(%client, len = response.len(), "dropping a DNS response over the TCP limit");
         return Ok(());
     };
     let mut frame = Vec::with_capacity(2 + response.len());

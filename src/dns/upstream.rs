@@ -86,15 +86,15 @@ pub fn resolver_for(server: SocketAddr) -> anyhow::Result<TokioResolver> {
 
 fn system_resolver() -> anyhow::Result<TokioResolver> {
     let builder = TokioResolver::builder_tokio().context(
-        "reading the host's DNS configuration from /etc/resolv.conf failed; \
-         pass --resolver IP[:PORT] to name an upstream DNS server",
+        "reading the host's DNS configuration from /etc/resolv.conf failed \
+         (pass --resolver IP[:PORT] to name an upstream DNS server)",
     )?;
     builder
         .build()
         .context("building the DNS resolver from /etc/resolv.conf failed")
 }
 
-/// Why an upstream lookup returned no records.
+/// The reason an upstream lookup returned no records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum LookupError {
     /// The name does not exist (NXDOMAIN).
@@ -239,7 +239,7 @@ mod tests {
 
     #[tokio::test]
     async fn build_resolver_accepts_loopback_server() {
-        // Building sends no query, so naming a port nobody listens on is harmless.
+        // Building sends no query, so naming a port without a server is harmless.
         assert!(build_resolver(Some("127.0.0.1:5353")).is_ok());
         assert!(build_resolver(Some("[::1]:5353")).is_ok());
     }

@@ -162,7 +162,7 @@ fn respond(request: &Message, questions: &Mutex<Vec<(String, RecordType)>>) -> M
     response
 }
 
-/// The zone: what each name has, and NXDOMAIN for every other name.
+/// Returns the response code and answer records of the zone, NXDOMAIN for unknown names.
 fn zone_answer(name: &str, query: &Query) -> (ResponseCode, Vec<Record>) {
     let owner = query.name().clone();
     let record = |rdata: RData| Record::from_rdata(owner.clone(), ZONE_TTL, rdata);

@@ -120,6 +120,19 @@ fn texts(value: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// Fails to compile if the service can no longer be shared between threads or its futures
+/// can no longer be spawned on a multi-threaded runtime.
+#[allow(dead_code)]
+fn service_is_thread_safe(service: &DnsService, stream: tokio::net::TcpStream) {
+    fn require_send<T: Send>(_: T) {}
+    fn require_send_sync<T: Send + Sync>() {}
+
+    require_send_sync::<DnsService>();
+    require_send_sync::<NameTable>();
+    require_send(service.answer_udp(&[], CLIENT));
+    require_send(service.serve_tcp(stream, CLIENT));
+}
+
 #[tokio::test]
 async fn synthetic_answers_are_stable_per_name() {
     let harness = Harness::start().await;
