@@ -10,8 +10,8 @@ use super::reverse::{self, LocalReverse};
 use super::upstream::{self, LookupError};
 use crate::policy::Decision;
 
-/// Bounds of the TTL on synthetic answers, in seconds. The upper bound makes the jail ask
-/// again at least once a minute, so the real addresses behind a name stay fresh.
+/// Bounds of the TTL on synthetic answers, in seconds. The upper bound stops the jail from
+/// caching an answer for more than a minute, so the real addresses behind a name stay fresh.
 const MIN_SYNTHETIC_TTL: u32 = 1;
 const MAX_SYNTHETIC_TTL: u32 = 60;
 
@@ -111,7 +111,7 @@ impl DnsService {
             // RFC 8482 lets a server decline ANY, and relaying it would carry real addresses.
             RecordType::ANY => Outcome::allow_with_reason(
                 ResponseCode::NotImp,
-                "ANY queries are not answered; ask for each record type".to_string(),
+                "ANY queries are not answered, so query each record type instead".to_string(),
             ),
             meta @ (RecordType::AXFR | RecordType::IXFR | RecordType::OPT | RecordType::TSIG) => {
                 let reason = format!("{meta} queries are not supported");
