@@ -7,6 +7,23 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::jail::Mode;
+
+/// Returns the `mode` that `session_start` reports for a run in `mode` with
+/// netjail's default options.
+pub fn session_mode(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Root => "root",
+        Mode::Rootless => "rootless",
+    }
+}
+
+/// The `mode` that `session_start` reports for `--no-user-namespace`.
+pub const SESSION_MODE_NO_USER_NAMESPACE: &str = "root-no-user-namespace";
+
+/// The `close` value of a flow that both sides ended with a FIN.
+pub const CLOSE_FIN: &str = "fin";
+
 /// One line of the audit log.
 #[derive(Clone, Debug, Deserialize)]
 pub struct AuditRecord {

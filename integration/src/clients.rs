@@ -27,9 +27,10 @@ pub fn sh(script: &str) -> Vec<String> {
     strings(&["sh", "-c", script])
 }
 
-/// `bash -c SCRIPT` with pipefail, so a failing curl in a pipe fails the run.
-pub fn bash_pipefail(script: &str) -> Vec<String> {
-    strings(&["bash", "-o", "pipefail", "-c", script])
+/// `bash -c SCRIPT` with errexit and pipefail, so a failing curl anywhere,
+/// also inside a pipe, fails the run.
+pub fn bash_strict(script: &str) -> Vec<String> {
+    strings(&["bash", "-e", "-o", "pipefail", "-c", script])
 }
 
 fn strings(args: &[&str]) -> Vec<String> {

@@ -1,6 +1,9 @@
 //! Deterministic payloads: the fixtures generate them on the fly and the tests
 //! compute their SHA-256 independently, so no large file has to be shipped.
 
+use std::io::{self, Write};
+use std::path::Path;
+
 use sha2::{Digest, Sha256};
 
 /// Bytes per generated block; offsets into a payload are always block-aligned.
@@ -24,6 +27,20 @@ pub fn payload(len: usize) -> Vec<u8> {
     let mut bytes = vec![0; len];
     fill_block(0, &mut bytes);
     bytes
+}
+
+/// Writes the first `len` bytes of the payload to a new file at `path`.
+pub fn write_payload(path: &Path, len: u64) -> io::Result<()> {
+    let mut file = io::BufWriter::new(std::fs::File::create(path)?);
+    let mut block = vec![0; BLOCK_LEN];
+    let mut offset = 0;
+    while offset < len {
+        let n = (len - offset).min(BLOCK_LEN as u64) as usize;
+        fill_block(offset, &mut block[..n]);
+        file.write_all(&block[..n])?;
+        offset += n as u64;
+    }
+    file.flush()
 }
 
 /// Returns the lowercase hex SHA-256 of the first `len` bytes of the payload.

@@ -182,7 +182,7 @@ pub struct JailCommand {
     options: Vec<OsString>,
     env: Vec<(String, String)>,
     workdir: PathBuf,
-    audit_log: PathBuf,
+    audit_log: Option<PathBuf>,
     timeout: Duration,
 }
 
@@ -190,15 +190,21 @@ impl JailCommand {
     /// Starts a command line whose audit log is `audit.jsonl` in `workdir`,
     /// which is also the jailed command's working directory and HOME.
     pub fn new(mode: Mode, workdir: &Workdir) -> Self {
-        let audit_log = workdir.join("audit.jsonl");
         Self {
             mode,
-            options: vec!["--audit-log".into(), audit_log.clone().into()],
+            options: Vec::new(),
             env: Vec::new(),
             workdir: workdir.path().to_owned(),
-            audit_log,
+            audit_log: Some(workdir.join("audit.jsonl")),
             timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// Sends the audit log to standard error (`--audit-log -`) in place of
+    /// the file; [`JailOutput::audit`] then panics.
+    pub fn audit_log_to_stderr(mut self) -> Self {
+        self.audit_log = None;
+        self
     }
 
     /// Adds `--allow RULE`.
@@ -287,17 +293,18 @@ impl JailCommand {
             }
             None => Command::new(bin),
         };
-        process
-            .arg("run")
-            .args(&self.options)
-            .arg("--")
-            .args(command);
+        process.arg("run");
+        match &self.audit_log {
+            Some(path) => process.arg("--audit-log").arg(path),
+            None => process.args(["--audit-log", "-"]),
+        };
+        process.args(&self.options).arg("--").args(command);
 
         process.env_clear();
         process.env("PATH", JAIL_PATH);
         process.env("HOME", &self.workdir);
         process.env("LANG", "C.UTF-8");
-        for key in ["RUST_LOG", "RUST_BACKTRACE"] {
+        for key in ["NETJAIL_LOG", "RUST_LOG", "RUST_BACKTRACE"] {
             if let Some(value) = std::env::var_os(key) {
                 process.env(key, value);
             }
@@ -324,7 +331,7 @@ pub struct JailOutput {
     pub elapsed: Duration,
     /// The process as `Command`'s Debug output shows it, for messages.
     pub command_line: String,
-    audit_log: PathBuf,
+    audit_log: Option<PathBuf>,
 }
 
 impl JailOutput {
@@ -337,13 +344,12 @@ impl JailOutput {
     /// Reads and parses the audit log; panics with the failing line when it
     /// is missing or is not valid JSON Lines in the expected schema.
     pub fn audit(&self) -> AuditLog {
-        AuditLog::read(&self.audit_log)
+        let path = self
+            .audit_log
+            .as_ref()
+            .expect("the audit log went to standard error");
+        AuditLog::read(path)
             .unwrap_or_else(|err| panic!("invalid audit log: {err}\n{}", self.describe()))
-    }
-
-    /// Returns the path of the audit log.
-    pub fn audit_log_path(&self) -> &Path {
-        &self.audit_log
     }
 
     /// Stdout split into lines, without empty ones.

@@ -1,6 +1,6 @@
 //! Self-tests of the fixture servers: the same clients the jail tests use,
 //! run directly on the host against 127.0.0.1, without netjail. When these
-//! fail, the jail tests' failures say nothing about netjail.
+//! fail, a failing jail test is no evidence against netjail.
 
 use std::process::{Command, Output};
 
@@ -142,7 +142,7 @@ fn http_payload_matches_generator() {
         "curl -sS --fail --resolve {WEB_NAME}:{}:127.0.0.1 {url} | sha256sum",
         fixtures.http.port()
     );
-    let output = run(&clients::bash_pipefail(&script));
+    let output = run(&clients::bash_strict(&script));
     let expected = format!("{}  -\n", content::payload_sha256(len));
     assert_eq!(stdout(&output), expected, "{}", describe(&output));
 }
