@@ -90,7 +90,7 @@ pub(super) fn hint_for(
         ),
         (Step::MountProc, Errno::EPERM) if user_namespace => Some(mount_proc_eperm(facts)),
         (Step::OpenTunDevice, errno) => open_tun_hint(errno),
-        (Step::DisableDad, Errno::ENOENT) | (Step::AddAddress, Errno::EAFNOSUPPORT) => Some(
+        (Step::SetIpv6Sysctls, Errno::ENOENT) | (Step::AddAddress, Errno::EAFNOSUPPORT) => Some(
             "IPv6 is turned off in this kernel (ipv6.disable=1 on the kernel command line): \
              netjail gives the jail an IPv6 address, so boot without that option"
                 .to_string(),

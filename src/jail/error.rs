@@ -149,8 +149,9 @@ pub enum Step {
     OpenTunDevice = 18,
     /// Creating the TUN interface with the `TUNSETIFF` ioctl.
     CreateTunInterface = 19,
-    /// Turning off IPv6 duplicate address detection on the TUN interface.
-    DisableDad = 20,
+    /// Turning off IPv6 duplicate address detection and router advertisements
+    /// on the TUN interface.
+    SetIpv6Sysctls = 20,
     /// Setting the TUN interface's MTU and queue length and bringing it up.
     ConfigureTunInterface = 21,
     /// Adding an address to the TUN interface.
@@ -190,7 +191,7 @@ impl Step {
         Step::LoopbackUp,
         Step::OpenTunDevice,
         Step::CreateTunInterface,
-        Step::DisableDad,
+        Step::SetIpv6Sysctls,
         Step::ConfigureTunInterface,
         Step::AddAddress,
         Step::AddRoute,
@@ -234,7 +235,7 @@ impl fmt::Display for Step {
             Step::LoopbackUp => "bringing up lo in the jail",
             Step::OpenTunDevice => "opening /dev/net/tun",
             Step::CreateTunInterface => "creating the TUN interface (TUNSETIFF)",
-            Step::DisableDad => "turning off IPv6 duplicate address detection on the TUN interface",
+            Step::SetIpv6Sysctls => "setting the IPv6 sysctls of the TUN interface",
             Step::ConfigureTunInterface => "setting up the TUN interface",
             Step::AddAddress => "adding an address to the TUN interface",
             Step::AddRoute => "adding a default route through the TUN interface",

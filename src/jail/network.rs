@@ -33,7 +33,7 @@ nix::ioctl_readwrite_bad!(tun_set_iff, libc::TUNSETIFF, libc::ifreq);
 /// Creates and configures the TUN device and `lo`. Returns the TUN device.
 pub(super) fn configure(network: &JailNetwork) -> Result<OwnedFd, StepFailure> {
     let tun = create_tun()?;
-    disable_dad()?;
+    set_ipv6_sysctls()?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -68,13 +68,22 @@ fn create_tun() -> Result<OwnedFd, StepFailure> {
     Ok(tun)
 }
 
-/// Turns off duplicate address detection on the TUN interface before it goes
-/// up, so its IPv6 addresses, link-local included, are usable at once and the
-/// kernel sends no neighbour solicitations for them. Writes the sysctl of the
-/// jail's network namespace: /proc/sys/net always shows the writer's.
-fn disable_dad() -> Result<(), StepFailure> {
-    let path = format!("/proc/sys/net/ipv6/conf/{TUN_NAME}/accept_dad");
-    fs::write(&path, "0").map_err(|error| StepFailure::io(Step::DisableDad, &error, path))
+/// Sets IPv6 sysctls of the TUN interface before it goes up. Writes those of
+/// the jail's network namespace, because /proc/sys/net always shows the
+/// writer's.
+///
+/// - `accept_dad=0`: the addresses, link-local included, are usable at once,
+///   and the kernel sends no neighbour solicitations to check them.
+/// - `accept_ra=0`: the routes come only from netjail, and the kernel sends
+///   no router solicitations, which it would otherwise repeat for as long as
+///   the jail runs.
+fn set_ipv6_sysctls() -> Result<(), StepFailure> {
+    for (name, value) in [("accept_dad", "0"), ("accept_ra", "0")] {
+        let path = format!("/proc/sys/net/ipv6/conf/{TUN_NAME}/{name}");
+        fs::write(&path, value)
+            .map_err(|error| StepFailure::io(Step::SetIpv6Sysctls, &error, path))?;
+    }
+    Ok(())
 }
 
 async fn configure_interfaces(network: &JailNetwork) -> Result<(), StepFailure> {
