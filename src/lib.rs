@@ -2,6 +2,8 @@
 //! enforced by a userspace TCP/IP stack in the supervising process.
 
 pub mod audit;
+pub mod cli;
 pub mod dns;
 pub mod jail;
 pub mod policy;
+pub mod supervisor;
