@@ -1,9 +1,12 @@
 //! The jail's init (PID 1 of its PID namespace) and the command process it forks.
 
 use std::ffi::CString;
+use std::fs;
+use std::os::fd::{BorrowedFd, RawFd};
 
 use caps::CapSet;
 use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::prctl;
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -99,9 +102,12 @@ fn run_command(argv: &[CString]) -> ! {
     exit_immediately(status)
 }
 
-/// Restores the signal state the command expects, sets no_new_privs and
-/// clears every capability set.
+/// Restores the signal state the command expects, marks inherited
+/// descriptors close-on-exec, sets no_new_privs and clears every capability
+/// set.
 fn prepare_command_process() -> Result<(), String> {
+    close_inherited_descriptors()
+        .map_err(|errno| format!("closing inherited file descriptors failed: {errno}"))?;
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .map_err(|errno| format!("clearing the signal mask failed: {errno}"))?;
     // The Rust runtime ignores SIGPIPE. Ignored signals survive execve, and a
@@ -123,6 +129,55 @@ fn prepare_command_process() -> Result<(), String> {
     for (set, name) in sets {
         caps::clear(None, set)
             .map_err(|error| format!("clearing the {name} capability set failed: {error}"))?;
+    }
+    Ok(())
+}
+
+/// Marks every descriptor above standard error close-on-exec, so the command
+/// starts with only stdin, stdout and stderr. A socket inherited from
+/// netjail's caller would otherwise be a way out of the jail that bypasses
+/// the supervisor.
+fn close_inherited_descriptors() -> Result<(), Errno> {
+    let first = 3 as libc::c_uint;
+    let last = libc::c_uint::MAX;
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets a flag on
+    // descriptors of this process and reads no memory.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            last,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    match Errno::result(result) {
+        Ok(_) => Ok(()),
+        // Kernels before 5.11 lack close_range or its CLOEXEC flag.
+        Err(Errno::ENOSYS | Errno::EINVAL) => mark_listed_descriptors_cloexec(),
+        Err(errno) => Err(errno),
+    }
+}
+
+/// Marks descriptors close-on-exec one by one, listing /proc/self/fd, which
+/// shows this process because the jail's /proc is mounted. This is the
+/// fallback of [`close_inherited_descriptors`].
+fn mark_listed_descriptors_cloexec() -> Result<(), Errno> {
+    let listing = fs::read_dir("/proc/self/fd")
+        .map_err(|error| Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO)))?;
+    let descriptors: Vec<RawFd> = listing
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+
+    for fd in descriptors {
+        // SAFETY: `fd` was listed in this single-threaded process's descriptor
+        // table a moment ago, and nothing closes it before fcntl returns. The
+        // directory's own descriptor is closed by now and yields EBADF.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        match fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)) {
+            Ok(_) | Err(Errno::EBADF) => {}
+            Err(errno) => return Err(errno),
+        }
     }
     Ok(())
 }

@@ -53,9 +53,11 @@
 //!    rtnetlink. It sends the TUN descriptor with `SCM_RIGHTS` and closes its
 //!    own copy, so the device lives exactly as long as the supervisor holds it.
 //! 5. On the start message, init forks the command process. That process
-//!    clears its signal mask, restores `SIGPIPE` to its default, sets
-//!    `PR_SET_NO_NEW_PRIVS`, clears every capability set (bounding, ambient,
-//!    inheritable, permitted, effective) and calls `execvp`. If `execvp` fails
+//!    clears its signal mask, restores `SIGPIPE` to its default, marks every
+//!    descriptor above 2 close-on-exec (an inherited socket would bypass the
+//!    supervisor), sets `PR_SET_NO_NEW_PRIVS`, clears every capability set
+//!    (bounding, ambient, inheritable, permitted, effective) and calls
+//!    `execvp`. If `execvp` fails
 //!    it prints `netjail: COMMAND: REASON` and exits with 127 (not found) or
 //!    126 (any other error), the convention of `env` and `docker run`.
 //! 6. Init reaps every process reparented to it. When the command exits, init
@@ -86,7 +88,9 @@
 //! the supervisor's pid alone stops only the supervisor.
 //!
 //! The command inherits the caller's standard input, output, error, process
-//! group and session, so the terminal is passed through untouched.
+//! group and session, so the terminal is passed through untouched. It
+//! inherits no other descriptor, which also means a GNU make jobserver passed
+//! as inherited pipes does not reach a `make` inside the jail.
 
 mod channel;
 mod diagnose;
@@ -445,6 +449,29 @@ mod tests {
             .map(|s| CString::new(*s).unwrap())
             .collect();
         assert_eq!(argv, expected);
+    }
+
+    #[test]
+    fn spawn_rejects_second_thread() {
+        // The test harness may run this test on the main thread, so keep a
+        // second thread alive for the duration of the call.
+        let (release, parked) = std::sync::mpsc::channel::<()>();
+        let helper = std::thread::spawn(move || parked.recv());
+        let config = JailConfig {
+            command: vec!["true".into()],
+            user_namespace: true,
+            resolv_conf: String::new(),
+            network: JailNetwork::default(),
+        };
+
+        let error = Jail::spawn(&config).unwrap_err();
+
+        release.send(()).unwrap();
+        helper.join().unwrap().unwrap();
+        assert!(
+            matches!(error, JailError::NotSingleThreaded { .. }),
+            "{error}"
+        );
     }
 
     #[test]
