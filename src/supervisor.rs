@@ -45,11 +45,18 @@ pub fn run(settings: Settings) -> anyhow::Result<i32> {
     let tun = jail.take_tun();
 
     audit.record(Event::SessionStart {
-        command: settings.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect(),
+        command: settings
+            .command
+            .iter()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect(),
         allow: settings.allow_texts.clone(),
         deny: settings.deny_texts.clone(),
         mode: mode_name(settings.user_namespace).into(),
-        resolver: settings.resolver.clone().unwrap_or_else(|| "/etc/resolv.conf".into()),
+        resolver: settings
+            .resolver
+            .clone()
+            .unwrap_or_else(|| "/etc/resolv.conf".into()),
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -63,7 +70,12 @@ pub fn run(settings: Settings) -> anyhow::Result<i32> {
         .context("setting up the upstream resolver")?;
     let policy = Arc::new(settings.policy);
     let names = Arc::new(NameTable::new());
-    let dns = Arc::new(DnsService::new(policy.clone(), names.clone(), resolver, audit.clone()));
+    let dns = Arc::new(DnsService::new(
+        policy.clone(),
+        names.clone(),
+        resolver,
+        audit.clone(),
+    ));
 
     let (dns_queries, dns_rx) = mpsc::channel(DNS_QUEUE);
     let handler = Supervisor {
@@ -197,7 +209,13 @@ impl Supervisor {
         }
     }
 
-    fn deny(&self, flow: &FlowInfo, name: Option<String>, rule: Option<String>, reason: String) -> TcpVerdict {
+    fn deny(
+        &self,
+        flow: &FlowInfo,
+        name: Option<String>,
+        rule: Option<String>,
+        reason: String,
+    ) -> TcpVerdict {
         tracing::info!(flow = flow.id, dst = %flow.dst, name = ?name, %reason, "denied");
         self.audit.record(Event::Denied(audit::Denied {
             id: self.flow_id(flow, "tcp", name),
@@ -228,14 +246,22 @@ impl Supervisor {
     /// the flow goes to those the policy allows.
     fn decide_named(&mut self, flow: &FlowInfo) -> TcpVerdict {
         let Some(entry) = self.names.lookup(flow.dst.ip()) else {
-            let reason = format!("{} was not handed out by netjail's DNS in this session", flow.dst.ip());
+            let reason = format!(
+                "{} was not handed out by netjail's DNS in this session",
+                flow.dst.ip()
+            );
             return self.deny(flow, None, None, reason);
         };
         let mut allowed = Vec::new();
         let mut rule_text = None;
         let mut first_denial = None;
         for &addr in &entry.addrs {
-            let facts = FlowFacts { name: Some(&entry.name), addr, port: flow.dst.port(), proto: Proto::Tcp };
+            let facts = FlowFacts {
+                name: Some(&entry.name),
+                addr,
+                port: flow.dst.port(),
+                proto: Proto::Tcp,
+            };
             match self.policy.decide_flow(&facts) {
                 Decision::Allow { rule } => {
                     rule_text.get_or_insert_with(|| rule.text.clone());
@@ -247,22 +273,33 @@ impl Supervisor {
             }
         }
         let Some(rule) = rule_text else {
-            let (rule, reason) = first_denial
-                .unwrap_or((None, format!("{} has no address upstream", entry.name)));
+            let (rule, reason) =
+                first_denial.unwrap_or((None, format!("{} has no address upstream", entry.name)));
             return self.deny(flow, Some(entry.name), rule, reason);
         };
         self.remember(flow, Some(entry.name), rule);
-        TcpVerdict::Connect(allowed)
+        TcpVerdict::Connect {
+            upstream: allowed,
+            inspector: None,
+        }
     }
 
     /// Decides a flow to an address the jail did not get from netjail's DNS.
     fn decide_literal(&mut self, flow: &FlowInfo, addr: IpAddr) -> TcpVerdict {
-        let facts = FlowFacts { name: None, addr, port: flow.dst.port(), proto: Proto::Tcp };
+        let facts = FlowFacts {
+            name: None,
+            addr,
+            port: flow.dst.port(),
+            proto: Proto::Tcp,
+        };
         match self.policy.decide_flow(&facts) {
             Decision::Allow { rule } => {
                 let rule = rule.text.clone();
                 self.remember(flow, None, rule);
-                TcpVerdict::Connect(vec![flow.dst])
+                TcpVerdict::Connect {
+                    upstream: vec![flow.dst],
+                    inspector: None,
+                }
             }
             Decision::Deny { rule, reason } => {
                 let rule = rule.map(|r| r.text.clone());
@@ -272,7 +309,12 @@ impl Supervisor {
     }
 
     fn remember(&mut self, flow: &FlowInfo, name: Option<String>, rule: String) {
-        let record = FlowRecord { name, rule, upstream: None, opened: Instant::now() };
+        let record = FlowRecord {
+            name,
+            rule,
+            upstream: None,
+            opened: Instant::now(),
+        };
         self.flows.insert(flow.id, record);
     }
 }
@@ -294,7 +336,9 @@ impl Handler for Supervisor {
     }
 
     fn tcp_connected(&mut self, flow: &FlowInfo, upstream: SocketAddr) {
-        let Some(record) = self.flows.get_mut(&flow.id) else { return };
+        let Some(record) = self.flows.get_mut(&flow.id) else {
+            return;
+        };
         record.upstream = Some(upstream);
         let (name, rule) = (record.name.clone(), record.rule.clone());
         self.audit.record(Event::FlowOpen(audit::FlowOpen {
@@ -306,7 +350,9 @@ impl Handler for Supervisor {
     }
 
     fn tcp_connect_failed(&mut self, flow: &FlowInfo, error: &io::Error) {
-        let Some(record) = self.flows.remove(&flow.id) else { return };
+        let Some(record) = self.flows.remove(&flow.id) else {
+            return;
+        };
         tracing::info!(flow = flow.id, dst = %flow.dst, %error, "upstream connect failed");
         self.audit.record(Event::FlowFailed(audit::FlowFailed {
             id: self.flow_id(flow, "tcp", record.name),
@@ -317,7 +363,9 @@ impl Handler for Supervisor {
     }
 
     fn tcp_closed(&mut self, flow: &FlowInfo, stats: &FlowStats) {
-        let Some(record) = self.flows.remove(&flow.id) else { return };
+        let Some(record) = self.flows.remove(&flow.id) else {
+            return;
+        };
         self.audit.record(Event::FlowClose(audit::FlowClose {
             id: self.flow_id(flow, "tcp", record.name),
             upstream: record.upstream.map(|a| a.to_string()).unwrap_or_default(),
@@ -330,7 +378,11 @@ impl Handler for Supervisor {
 
     fn udp_datagram(&mut self, src: SocketAddr, dst: SocketAddr, payload: &[u8]) {
         if dst.port() == 53 {
-            let query = UdpQuery { client: src, server: dst, payload: payload.to_vec() };
+            let query = UdpQuery {
+                client: src,
+                server: dst,
+                payload: payload.to_vec(),
+            };
             if self.dns_queries.try_send(query).is_err() {
                 tracing::warn!(client = %src, "DNS queue full, dropping a query");
             }

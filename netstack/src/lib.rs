@@ -39,6 +39,9 @@ pub struct StackConfig {
     pub max_flows: usize,
     /// How long a host-side connect may take before the jail's SYN is answered with a reset.
     pub connect_timeout: Duration,
+    /// How long a refused flow waits for the upstream to finish its last responses before
+    /// the refusal goes to the jail anyway.
+    pub refusal_grace: Duration,
 }
 
 impl Default for StackConfig {
@@ -53,6 +56,7 @@ impl Default for StackConfig {
             tcp_tx_buffer: 512 * 1024,
             max_flows: 16384,
             connect_timeout: Duration::from_secs(20),
+            refusal_grace: Duration::from_secs(2),
         }
     }
 }
@@ -69,14 +73,64 @@ pub struct FlowInfo {
 }
 
 /// What to do with a new TCP flow.
-#[derive(Debug)]
 pub enum TcpVerdict {
-    /// Connect to these host addresses in turn; the jail's SYN is answered only once one
-    /// connect succeeds, and with a reset when all fail.
-    Connect(Vec<SocketAddr>),
+    /// Connect to the `upstream` addresses in turn; the jail's SYN is answered only once one
+    /// connect succeeds, and with a reset when all fail. With an inspector, the bytes from the
+    /// jail go upstream only as far as the inspector approves them.
+    Connect {
+        upstream: Vec<SocketAddr>,
+        inspector: Option<Box<dyn Inspector>>,
+    },
     /// Accept the flow at once and splice it to this already connected stream.
     Local(UnixStream),
     /// Answer the SYN with a reset.
+    Reset,
+}
+
+impl std::fmt::Debug for TcpVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TcpVerdict::Connect {
+                upstream,
+                inspector,
+            } => f
+                .debug_struct("Connect")
+                .field("upstream", upstream)
+                .field("inspected", &inspector.is_some())
+                .finish(),
+            TcpVerdict::Local(stream) => f.debug_tuple("Local").field(stream).finish(),
+            TcpVerdict::Reset => f.write_str("Reset"),
+        }
+    }
+}
+
+/// Decides, piece by piece, which bytes of a flow may go from the jail to the upstream.
+///
+/// The stack calls [`Inspector::inspect`] with the bytes the jail sent that no earlier call
+/// approved, starting right after the last approved byte. Bytes the inspector has not
+/// decided on yet are held by the stack, up to [`INSPECTION_LIMIT`] bytes.
+pub trait Inspector: Send {
+    fn inspect(&mut self, data: &[u8]) -> Inspection;
+}
+
+/// Bytes from the jail an inspector may hold undecided; an inspector that still answers
+/// [`Inspection::NeedMore`] at this size gets its flow reset.
+pub const INSPECTION_LIMIT: usize = 64 * 1024;
+
+/// An inspector's decision about the bytes it was shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inspection {
+    /// Send the next `n` bytes upstream, which may be more than were shown (a request body
+    /// announced by its length); the inspector is called again after them.
+    Forward(u64),
+    /// Decide nothing until more bytes arrive.
+    NeedMore,
+    /// Send everything from here on without further inspection.
+    PassThrough,
+    /// Send nothing more upstream: shut the upstream's write side, let its remaining bytes
+    /// reach the jail, then send `reply` to the jail and close.
+    Refuse { reply: Vec<u8> },
+    /// Reset both sides at once.
     Reset,
 }
 
@@ -91,6 +145,10 @@ pub enum CloseReason {
     Upstream(String),
     /// The stack stopped while the flow was open.
     Shutdown,
+    /// The flow's inspector refused a request and the refusal was sent.
+    Refused,
+    /// The flow's inspector reset the flow.
+    InspectorReset,
 }
 
 impl std::fmt::Display for CloseReason {
@@ -100,6 +158,8 @@ impl std::fmt::Display for CloseReason {
             CloseReason::JailReset => f.write_str("reset by jail"),
             CloseReason::Upstream(err) => write!(f, "upstream error: {err}"),
             CloseReason::Shutdown => f.write_str("supervisor shutdown"),
+            CloseReason::Refused => f.write_str("request refused"),
+            CloseReason::InspectorReset => f.write_str("reset by inspection"),
         }
     }
 }

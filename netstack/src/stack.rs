@@ -5,7 +5,8 @@
 //! packets and routes each one (new SYNs are decided before smoltcp sees them), pumps the
 //! flows that had activity, lets smoltcp transmit, and removes finished flows.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -41,6 +42,21 @@ enum Command {
         payload: Vec<u8>,
     },
     Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    Connect,
+    RefusalGrace,
+}
+
+/// A deadline of one flow; `flow` tells a reused slab key from the flow it was set for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    at: Instant,
+    key: usize,
+    flow: u64,
+    kind: TimerKind,
 }
 
 /// A cloneable way to reach the stack from other threads.
@@ -96,6 +112,9 @@ pub struct Stack {
     by_tuple: HashMap<(SocketAddr, SocketAddr), usize>,
     /// Flows with possible work, pumped after the packets of this turn.
     pending: Vec<usize>,
+    /// Connect deadlines and refusal grace periods, earliest first. Entries of flows that
+    /// moved on are skipped when they come due.
+    timers: BinaryHeap<Reverse<Timer>>,
     handler: Box<dyn Handler>,
     commands: Receiver<Command>,
     handle: StackHandle,
@@ -139,6 +158,7 @@ impl Stack {
             flows: Slab::new(),
             by_tuple: HashMap::new(),
             pending: Vec::new(),
+            timers: BinaryHeap::new(),
             handler,
             commands,
             handle: StackHandle {
@@ -171,7 +191,6 @@ impl Stack {
                 return Err(Error::Poll(err));
             }
 
-            let timed_out = events.is_empty();
             for event in events.iter() {
                 match event.token() {
                     TUN => tun_ready = true,
@@ -183,10 +202,7 @@ impl Stack {
             if tun_ready {
                 tun_ready = self.read_tun()?;
             }
-            if timed_out {
-                self.expire_connects();
-                self.pending.extend(self.flows.iter().map(|(key, _)| key));
-            }
+            self.expire_timers();
             self.turn();
         }
         self.close_all();
@@ -211,17 +227,11 @@ impl Stack {
             .iface
             .poll_delay(now(), &self.sockets)
             .map(Duration::from);
-        let connect = self
-            .flows
-            .iter()
-            .filter_map(|(_, flow)| match &flow.phase {
-                Phase::Connecting { deadline, .. } => {
-                    Some(deadline.saturating_duration_since(Instant::now()))
-                }
-                Phase::Open => None,
-            })
-            .min();
-        match (smoltcp, connect) {
+        let timer = self
+            .timers
+            .peek()
+            .map(|Reverse(timer)| timer.at.saturating_duration_since(Instant::now()));
+        match (smoltcp, timer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -322,6 +332,7 @@ impl Stack {
         self.next_flow_id += 1;
         self.stats.tcp_flows += 1;
 
+        let mut inspector = None;
         let (phase, upstream) = match self.handler.tcp_flow(&info) {
             TcpVerdict::Reset => {
                 self.device.send(&packet::tcp_reset_for_syn(syn));
@@ -335,9 +346,13 @@ impl Stack {
                     return false;
                 }
             },
-            TcpVerdict::Connect(addrs) => {
+            TcpVerdict::Connect {
+                upstream,
+                inspector: flow_inspector,
+            } => {
+                inspector = flow_inspector;
                 let deadline = Instant::now() + self.config.connect_timeout;
-                match start_connect(addrs.into()) {
+                match start_connect(upstream.into()) {
                     Ok((stream, current, remaining)) => (
                         Phase::Connecting {
                             current,
@@ -357,9 +372,12 @@ impl Stack {
 
         let connecting = matches!(phase, Phase::Connecting { .. });
         let handle = self.sockets.add(self.new_socket(syn.dst, connecting));
-        let key = self
-            .flows
-            .insert(TcpFlow::new(info, handle, *syn, phase, upstream));
+        let deadline = match &phase {
+            Phase::Connecting { deadline, .. } => Some(*deadline),
+            Phase::Open => None,
+        };
+        let flow = TcpFlow::new(info, handle, *syn, phase, upstream, inspector);
+        let key = self.flows.insert(flow);
         let registered = self.flows[key]
             .upstream
             .register(self.poll.registry(), Token(key + FIRST_FLOW));
@@ -371,6 +389,14 @@ impl Stack {
             return false;
         }
         self.by_tuple.insert((syn.src, syn.dst), key);
+        if let Some(at) = deadline {
+            self.timers.push(Reverse(Timer {
+                at,
+                key,
+                flow: info.id,
+                kind: TimerKind::Connect,
+            }));
+        }
         if !connecting {
             self.handler.tcp_connected(&info, info.dst);
             self.flows[key].readable = true;
@@ -447,6 +473,13 @@ impl Stack {
                 Ok(stream) => {
                     *current = addr;
                     *deadline = Instant::now() + self.config.connect_timeout;
+                    let timer = Timer {
+                        at: *deadline,
+                        key,
+                        flow: flow.info.id,
+                        kind: TimerKind::Connect,
+                    };
+                    self.timers.push(Reverse(timer));
                     flow.upstream = Upstream::Tcp(stream);
                     let token = Token(key + FIRST_FLOW);
                     match flow.upstream.register(registry, token) {
@@ -469,17 +502,32 @@ impl Stack {
         self.handler.tcp_connect_failed(&flow.info, &err);
     }
 
-    fn expire_connects(&mut self) {
+    /// Acts on the timers that came due.
+    fn expire_timers(&mut self) {
         let now = Instant::now();
-        let expired: Vec<usize> = self
-            .flows
-            .iter()
-            .filter(|(_, flow)| matches!(flow.phase, Phase::Connecting { deadline, .. } if deadline <= now))
-            .map(|(key, _)| key)
-            .collect();
-        for key in expired {
-            let err = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-            self.next_candidate(key, err);
+        while let Some(Reverse(timer)) = self.timers.peek() {
+            if timer.at > now {
+                break;
+            }
+            let Reverse(timer) = self.timers.pop().expect("peeked");
+            let Some(flow) = self.flows.get_mut(timer.key) else {
+                continue;
+            };
+            if flow.info.id != timer.flow {
+                continue;
+            }
+            match (timer.kind, &flow.phase) {
+                (TimerKind::Connect, Phase::Connecting { deadline, .. }) if *deadline <= now => {
+                    let err = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                    self.next_candidate(timer.key, err);
+                }
+                (TimerKind::RefusalGrace, Phase::Open) => {
+                    let socket = self.sockets.get_mut::<tcp::Socket>(flow.handle);
+                    flow.end_refusal_grace(socket);
+                    self.mark(timer.key);
+                }
+                _ => {}
+            }
         }
     }
 
@@ -489,7 +537,18 @@ impl Stack {
         };
         flow.queued = false;
         let socket = self.sockets.get_mut::<tcp::Socket>(flow.handle);
+        let was_refusing = flow.is_refusing();
         flow.pump(socket);
+        if flow.is_refusing() && !was_refusing {
+            let at = Instant::now() + self.config.refusal_grace;
+            let timer = Timer {
+                at,
+                key,
+                flow: flow.info.id,
+                kind: TimerKind::RefusalGrace,
+            };
+            self.timers.push(Reverse(timer));
+        }
     }
 
     /// Removes the flow if it is over.

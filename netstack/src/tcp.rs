@@ -17,7 +17,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{self, State};
 
 use crate::packet::TcpHeader;
-use crate::{CloseReason, FlowInfo};
+use crate::{CloseReason, FlowInfo, INSPECTION_LIMIT, Inspection, Inspector};
 
 /// The host side of a flow.
 pub(crate) enum Upstream {
@@ -105,6 +105,18 @@ pub(crate) struct TcpFlow {
     pub upstream: Upstream,
     pub readable: bool,
     pub writable: bool,
+    /// Decides which bytes from the jail may go upstream; `None` lets everything through.
+    inspector: Option<Box<dyn Inspector>>,
+    /// Bytes from the jail approved but not yet written upstream.
+    credit: u64,
+    /// Bytes from the jail taken out of smoltcp for the inspector: approved ones first, then
+    /// undecided ones.
+    staging: Vec<u8>,
+    /// Length of `staging` the inspector last answered `NeedMore` to.
+    inspected: usize,
+    /// The reply to send the jail once the upstream is done, after an inspector refused.
+    refusal: Option<Vec<u8>>,
+    refusing: bool,
     /// The host side sent EOF, so the jail gets a FIN once the send buffer drains.
     host_eof: bool,
     /// The jail sent FIN and the host socket's write half is shut.
@@ -125,7 +137,9 @@ impl TcpFlow {
         syn: TcpHeader,
         phase: Phase,
         upstream: Upstream,
+        inspector: Option<Box<dyn Inspector>>,
     ) -> TcpFlow {
+        let credit = if inspector.is_some() { 0 } else { u64::MAX };
         TcpFlow {
             info,
             handle,
@@ -134,6 +148,12 @@ impl TcpFlow {
             upstream,
             readable: false,
             writable: false,
+            inspector,
+            credit,
+            staging: Vec::new(),
+            inspected: 0,
+            refusal: None,
+            refusing: false,
             host_eof: false,
             upstream_write_shut: false,
             bytes_from_jail: 0,
@@ -142,6 +162,11 @@ impl TcpFlow {
             failure: None,
             queued: false,
         }
+    }
+
+    /// Reports whether an inspector refused the flow and the refusal is not out yet.
+    pub fn is_refusing(&self) -> bool {
+        self.refusing
     }
 
     /// Moves bytes both ways as far as buffers and sockets allow.
@@ -159,32 +184,171 @@ impl TcpFlow {
         }
     }
 
+    /// Gives up waiting for the upstream after a refusal: the refusal goes to the jail now.
+    pub fn end_refusal_grace(&mut self, socket: &mut tcp::Socket<'_>) {
+        if self.refusing && !self.host_eof {
+            self.host_eof = true;
+            self.upstream.set_reset_on_close();
+            self.pump(socket);
+        }
+    }
+
     fn pump_to_host(&mut self, socket: &mut tcp::Socket<'_>) -> io::Result<()> {
-        while self.writable && socket.can_recv() {
-            let upstream = &mut self.upstream;
-            let written = socket
-                .recv(|data| match upstream.write(data) {
-                    Ok(n) => (n, Ok(n)),
-                    Err(err) => (0, Err(err)),
-                })
-                .map_err(|err| io::Error::other(format!("smoltcp receive failed: {err}")))?;
-            match written {
-                Ok(0) => break,
-                Ok(n) => self.bytes_from_jail += n as u64,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => self.writable = false,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(err),
+        loop {
+            if self.refusing {
+                // Nothing more goes upstream; what the jail still sends is dropped.
+                while socket.can_recv() {
+                    let _ = socket.recv(|data| (data.len(), ()));
+                }
+                break;
+            }
+            let progressed = if self.credit > 0 && !self.staging.is_empty() {
+                self.write_staged()?
+            } else if self.credit > 0 {
+                self.write_direct(socket)?
+            } else {
+                self.inspect(socket)?
+            };
+            if !progressed {
+                break;
             }
         }
 
-        let jail_finished = !socket.can_recv() && jail_sent_fin(socket.state());
-        if jail_finished && !self.upstream_write_shut {
+        let undecided = self.credit == 0 && !self.staging.is_empty();
+        let drained = !socket.can_recv() && (self.staging.is_empty() || undecided);
+        if drained && jail_sent_fin(socket.state()) && !self.upstream_write_shut {
             self.upstream_write_shut = true;
             self.upstream
                 .shutdown_write()
                 .or_else(ignore_not_connected)?;
         }
         Ok(())
+    }
+
+    /// Writes approved bytes held in `staging`. Returns whether any moved.
+    fn write_staged(&mut self) -> io::Result<bool> {
+        if !self.writable {
+            return Ok(false);
+        }
+        let n = self.staging.len().min(clamp(self.credit));
+        match self.upstream.write(&self.staging[..n]) {
+            Ok(0) => Ok(false),
+            Ok(written) => {
+                self.staging.drain(..written);
+                self.inspected = self.inspected.saturating_sub(written);
+                self.approve_written(written);
+                Ok(true)
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                self.writable = false;
+                Ok(false)
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Writes approved bytes straight from the smoltcp receive buffer. Returns whether any
+    /// moved.
+    fn write_direct(&mut self, socket: &mut tcp::Socket<'_>) -> io::Result<bool> {
+        if !self.writable || !socket.can_recv() {
+            return Ok(false);
+        }
+        let upstream = &mut self.upstream;
+        let limit = clamp(self.credit);
+        let written = socket
+            .recv(|data| {
+                let n = data.len().min(limit);
+                match upstream.write(&data[..n]) {
+                    Ok(n) => (n, Ok(n)),
+                    Err(err) => (0, Err(err)),
+                }
+            })
+            .map_err(|err| io::Error::other(format!("smoltcp receive failed: {err}")))?;
+        match written {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                self.approve_written(n);
+                Ok(true)
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                self.writable = false;
+                Ok(false)
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn approve_written(&mut self, n: usize) {
+        self.bytes_from_jail += n as u64;
+        if self.credit != u64::MAX {
+            self.credit -= n as u64;
+        }
+    }
+
+    /// Shows the inspector the undecided bytes. Returns whether anything changed.
+    fn inspect(&mut self, socket: &mut tcp::Socket<'_>) -> io::Result<bool> {
+        let Some(inspector) = self.inspector.as_mut() else {
+            self.credit = u64::MAX;
+            return Ok(true);
+        };
+        while self.staging.len() < INSPECTION_LIMIT && socket.can_recv() {
+            let room = INSPECTION_LIMIT - self.staging.len();
+            let staging = &mut self.staging;
+            let _ = socket.recv(|data| {
+                let n = data.len().min(room);
+                staging.extend_from_slice(&data[..n]);
+                (n, ())
+            });
+        }
+        if self.staging.is_empty() || self.staging.len() == self.inspected {
+            return Ok(false);
+        }
+
+        match inspector.inspect(&self.staging) {
+            Inspection::Forward(n) => {
+                self.credit = n;
+                self.inspected = 0;
+            }
+            Inspection::NeedMore if self.staging.len() >= INSPECTION_LIMIT => {
+                tracing::debug!(
+                    flow = self.info.id,
+                    "inspector undecided at the limit, resetting"
+                );
+                self.reset_by_inspector(socket);
+                return Ok(false);
+            }
+            Inspection::NeedMore => {
+                self.inspected = self.staging.len();
+                return Ok(socket.can_recv());
+            }
+            Inspection::PassThrough => {
+                self.credit = u64::MAX;
+                self.inspector = None;
+            }
+            Inspection::Refuse { reply } => {
+                self.refusal = Some(reply);
+                self.refusing = true;
+                self.staging.clear();
+                self.upstream_write_shut = true;
+                self.upstream
+                    .shutdown_write()
+                    .or_else(ignore_not_connected)?;
+                self.readable = true;
+            }
+            Inspection::Reset => {
+                self.reset_by_inspector(socket);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn reset_by_inspector(&mut self, socket: &mut tcp::Socket<'_>) {
+        socket.abort();
+        self.upstream.set_reset_on_close();
+        self.failure = Some(CloseReason::InspectorReset);
     }
 
     fn pump_to_jail(&mut self, socket: &mut tcp::Socket<'_>) -> io::Result<()> {
@@ -201,12 +365,22 @@ impl TcpFlow {
                 Ok(n) => self.bytes_to_jail += n as u64,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                // After a refusal the upstream may reset its side; the refusal still goes out.
+                Err(_) if self.refusing => self.host_eof = true,
                 Err(err) => return Err(err),
             }
         }
 
-        // smoltcp sends the FIN after the data already queued.
         if self.host_eof && socket.may_send() {
+            if let Some(reply) = self.refusal.as_mut() {
+                let sent = socket.send_slice(reply).unwrap_or(0);
+                reply.drain(..sent);
+                if !reply.is_empty() {
+                    return Ok(());
+                }
+                self.refusal = None;
+            }
+            // smoltcp sends the FIN after the data already queued.
             socket.close();
         }
         Ok(())
@@ -217,15 +391,23 @@ impl TcpFlow {
         if let Some(failure) = &self.failure {
             return Some(failure.clone());
         }
-        match socket.state() {
-            State::TimeWait => Some(CloseReason::Fin),
-            State::Closed if self.host_eof && self.upstream_write_shut => Some(CloseReason::Fin),
-            State::Closed => Some(CloseReason::JailReset),
+        let clean_end = match socket.state() {
+            State::TimeWait => true,
+            State::Closed => self.host_eof && self.upstream_write_shut,
             // A reset from the jail sends a half-open socket back to LISTEN.
-            State::Listen if matches!(self.phase, Phase::Open) => Some(CloseReason::JailReset),
-            _ => None,
-        }
+            State::Listen if matches!(self.phase, Phase::Open) => false,
+            _ => return None,
+        };
+        Some(match (clean_end, self.refusing) {
+            (true, true) => CloseReason::Refused,
+            (true, false) => CloseReason::Fin,
+            (false, _) => CloseReason::JailReset,
+        })
     }
+}
+
+fn clamp(credit: u64) -> usize {
+    usize::try_from(credit).unwrap_or(usize::MAX)
 }
 
 /// Reports whether the jail has closed its write half.
