@@ -209,7 +209,24 @@ impl Step {
 
     /// Returns whether the step runs inside the jail, with the jail's capabilities.
     pub(super) fn is_in_jail(self) -> bool {
-        (Step::SetParentDeathSignal as u8..=Step::SendTun as u8).contains(&(self as u8))
+        matches!(
+            self,
+            Step::SetParentDeathSignal
+                | Step::MakeMountsPrivate
+                | Step::ResolveResolvConf
+                | Step::StageResolvConf
+                | Step::BindResolvConf
+                | Step::MountProc
+                | Step::OpenNetlink
+                | Step::LoopbackUp
+                | Step::OpenTunDevice
+                | Step::CreateTunInterface
+                | Step::SetIpv6Sysctls
+                | Step::ConfigureTunInterface
+                | Step::AddAddress
+                | Step::AddRoute
+                | Step::SendTun
+        )
     }
 }
 

@@ -41,17 +41,19 @@
 //!    then writes `deny` to `/proc/PID/setgroups` and maps the caller's
 //!    effective uid and gid to themselves (`uid uid 1`), so files keep their
 //!    owner and root stays root. The child waits on the socket until then.
-//! 3. The child asks for `SIGKILL` when the supervisor dies, makes every mount
-//!    private (recursively), bind-mounts [`JailConfig::resolv_conf`] over the
-//!    canonical target of `/etc/resolv.conf`, and mounts a fresh `/proc`. The
-//!    resolv.conf copy lives on a tmpfs that exists only in the jail's mount
-//!    namespace, so nothing is written to the host's file systems.
-//! 4. The child brings `lo` up, creates the TUN device `tun0` (`IFF_TUN |
-//!    IFF_NO_PI`), turns IPv6 duplicate address detection off on it, sets the
-//!    MTU and a long transmit queue, brings it up, adds the addresses of
-//!    [`JailNetwork`] and on-link default routes via the gateways, all over
-//!    rtnetlink. It sends the TUN descriptor with `SCM_RIGHTS` and closes its
-//!    own copy, so the device lives exactly as long as the supervisor holds it.
+//! 3. The child, which asked for `SIGKILL` on the supervisor's death as its
+//!    first step, makes every mount private (recursively), bind-mounts
+//!    [`JailConfig::resolv_conf`] over the canonical target of
+//!    `/etc/resolv.conf`, and mounts a fresh `/proc`. The resolv.conf copy
+//!    lives on a tmpfs that exists only in the jail's mount namespace, so
+//!    nothing is written to the host's file systems.
+//! 4. The child brings `lo` up and creates the TUN device `tun0` (`IFF_TUN |
+//!    IFF_NO_PI`). It turns IPv6 duplicate address detection and router
+//!    advertisements off on it, sets the MTU and a long transmit queue, and
+//!    brings it up. Then it adds the addresses of [`JailNetwork`] and on-link
+//!    default routes via the gateways, all over rtnetlink. It sends the TUN
+//!    descriptor with `SCM_RIGHTS` and closes its own copy, so the device
+//!    exists exactly as long as the supervisor keeps the descriptor open.
 //! 5. On the start message, init forks the command process. That process
 //!    clears its signal mask, restores `SIGPIPE` to its default, marks every
 //!    descriptor above 2 close-on-exec (an inherited socket would bypass the
@@ -199,6 +201,10 @@ impl Jail {
     /// returns [`JailError::NotSingleThreaded`] if it finds more than one
     /// thread. It blocks [`FORWARDED_SIGNALS`] and `SIGCHLD` in the calling
     /// thread, like [`block_forwarded_signals`].
+    ///
+    /// The kernel kills the jail with `SIGKILL` when the thread that called
+    /// `spawn` exits (`PR_SET_PDEATHSIG` follows the thread, not the
+    /// process), so call it from the main thread.
     ///
     /// Returns an error naming the failed step, the errno and what to change.
     pub fn spawn(config: &JailConfig) -> Result<Jail, JailError> {
@@ -379,6 +385,12 @@ fn run_jail_child(config: &JailConfig, argv: &[CString], channel: Channel) -> ! 
 }
 
 fn jail_child_main(config: &JailConfig, argv: &[CString], channel: Channel) -> i32 {
+    // If the supervisor died before this call, the socket reports end of file
+    // below, so there is no window in which the jail outlives it unnoticed.
+    if let Err(errno) = prctl::set_pdeathsig(Signal::SIGKILL) {
+        let _ = channel.send_failure(&StepFailure::errno(Step::SetParentDeathSignal, errno));
+        return EXIT_SETUP_FAILED;
+    }
     match channel.receive_supervisor_message() {
         Ok(Some(SupervisorMessage::Proceed)) => {}
         // The supervisor died or gave up: leave without touching anything.
@@ -408,8 +420,6 @@ fn jail_child_main(config: &JailConfig, argv: &[CString], channel: Channel) -> i
 
 /// Runs the jail-side setup steps in order and returns the TUN device.
 fn set_up_jail(config: &JailConfig) -> Result<OwnedFd, StepFailure> {
-    prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|errno| StepFailure::errno(Step::SetParentDeathSignal, errno))?;
     mounts::make_mounts_private()?;
     mounts::bind_resolv_conf(&config.resolv_conf)?;
     mounts::mount_proc()?;
