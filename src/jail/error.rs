@@ -295,11 +295,19 @@ impl StepFailure {
     pub(super) fn io(step: Step, error: &std::io::Error, detail: impl Into<String>) -> StepFailure {
         match error.raw_os_error() {
             Some(code) => StepFailure::errno_on(step, Errno::from_raw(code), detail),
-            None => StepFailure {
-                step,
-                errno: None,
-                detail: format!("{}: {error}", detail.into()),
-            },
+            None => {
+                let detail = detail.into();
+                let detail = if detail.is_empty() {
+                    error.to_string()
+                } else {
+                    format!("{detail}: {error}")
+                };
+                StepFailure {
+                    step,
+                    errno: None,
+                    detail,
+                }
+            }
         }
     }
 }
@@ -356,6 +364,13 @@ mod tests {
             "adding an address to the TUN interface failed (fd6e:6a00::2/64): \
              EACCES: Permission denied"
         );
+    }
+
+    #[test]
+    fn io_failure_without_errno_or_detail() {
+        let error = std::io::Error::other("short write");
+        let failure = StepFailure::io(Step::StageResolvConf, &error, "");
+        assert_eq!(failure.detail, "short write");
     }
 
     #[test]

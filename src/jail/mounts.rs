@@ -82,7 +82,7 @@ pub(super) fn bind_resolv_conf(content: &str) -> Result<(), StepFailure> {
 /// /run/systemd/resolve/stub-resolv.conf.
 fn resolve_resolv_conf() -> Result<PathBuf, StepFailure> {
     fs::canonicalize(RESOLV_CONF)
-        .map_err(|error| StepFailure::io(Step::ResolveResolvConf, &error, RESOLV_CONF))
+        .map_err(|error| StepFailure::io(Step::ResolveResolvConf, &error, ""))
 }
 
 fn write_world_readable(path: &Path, content: &str) -> std::io::Result<()> {

@@ -50,7 +50,7 @@ fn create_tun() -> Result<OwnedFd, StepFailure> {
         OFlag::O_RDWR | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|errno| StepFailure::errno_on(Step::OpenTunDevice, errno, TUN_CLONE_DEVICE))?;
+    .map_err(|errno| StepFailure::errno(Step::OpenTunDevice, errno))?;
 
     // SAFETY: ifreq is a plain C struct of byte arrays and integers in a
     // union, for which all zero bytes are a valid value.
