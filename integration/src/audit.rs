@@ -252,6 +252,14 @@ impl AuditLog {
         })
     }
 
+    /// Every denied flow, with or without a name.
+    pub fn all_denials(&self) -> Vec<&Denied> {
+        self.events(|event| match event {
+            AuditEvent::Denied(denied) => Some(denied),
+            _ => None,
+        })
+    }
+
     /// Denied flows to `name`.
     pub fn denials(&self, name: &str) -> Vec<&Denied> {
         self.events(|event| match event {

@@ -15,7 +15,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ipnet::{Ipv4Net, Ipv6Net};
-use nix::sys::signal::{Signal, killpg};
+pub use nix::sys::signal::Signal;
+use nix::sys::signal::{kill, killpg};
 use nix::unistd::{Pid, User, geteuid};
 
 use crate::audit::AuditLog;
@@ -184,6 +185,7 @@ pub struct JailCommand {
     workdir: PathBuf,
     audit_log: Option<PathBuf>,
     timeout: Duration,
+    signal: Option<(Duration, Signal)>,
 }
 
 impl JailCommand {
@@ -197,6 +199,7 @@ impl JailCommand {
             workdir: workdir.path().to_owned(),
             audit_log: Some(workdir.join("audit.jsonl")),
             timeout: DEFAULT_TIMEOUT,
+            signal: None,
         }
     }
 
@@ -246,6 +249,13 @@ impl JailCommand {
         self
     }
 
+    /// Sends `signal` to the netjail process (not its group) `delay` after
+    /// starting it.
+    pub fn signal_after(mut self, delay: Duration, signal: Signal) -> Self {
+        self.signal = Some((delay, signal));
+        self
+    }
+
     /// Runs `netjail run OPTIONS -- COMMAND...` and waits for it to exit.
     ///
     /// Panics when the run takes longer than the timeout, after killing
@@ -261,7 +271,7 @@ impl JailCommand {
             .unwrap_or_else(|err| panic!("starting {command_line} failed: {err}"));
         let stdout = capture(child.stdout.take().expect("stdout is piped"));
         let stderr = capture(child.stderr.take().expect("stderr is piped"));
-        let waited = wait_with_timeout(&mut child, self.timeout);
+        let waited = wait_with_timeout(&mut child, self.timeout, self.signal);
         let elapsed = started.elapsed();
 
         let output = JailOutput {
@@ -417,13 +427,24 @@ impl Capture {
     }
 }
 
-/// Waits for `child`; after `timeout`, kills its process group and returns
-/// `None`.
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
+/// Waits for `child`, sending it `signal` once its delay has passed. After
+/// `timeout`, kills the child's process group and returns `None`.
+fn wait_with_timeout(
+    child: &mut Child,
+    timeout: Duration,
+    mut signal: Option<(Duration, Signal)>,
+) -> Option<ExitStatus> {
+    let started = Instant::now();
+    let deadline = started + timeout;
     loop {
         if let Some(status) = child.try_wait().expect("waiting for netjail failed") {
             return Some(status);
+        }
+        if let Some((delay, sig)) = signal
+            && started.elapsed() >= delay
+        {
+            let _ = kill(Pid::from_raw(child.id() as i32), sig);
+            signal = None;
         }
         if Instant::now() >= deadline {
             let group = Pid::from_raw(child.id() as i32);

@@ -5,12 +5,16 @@ use std::net::IpAddr;
 
 use integration::clients;
 use integration::fixtures::dns::txt_value;
-use integration::fixtures::{DENIED_NAME, Fixtures, WEB_NAME};
+use integration::fixtures::{BIG_TXT_NAME, DENIED_NAME, Fixtures, WEB_NAME, big_txt_strings};
 use integration::jail::{Mode, is_synthetic};
 use integration::jail_tests;
 use integration::workdir::Workdir;
 
-jail_tests!(dig_allowed_and_denied_names);
+jail_tests!(
+    dig_allowed_and_denied_names,
+    dig_any_address_port_53,
+    dig_truncated_txt_retries_tcp,
+);
 
 /// Runs dig for A, AAAA and TXT of the allowed name and A of the denied name,
 /// over UDP and over TCP, and prints each result under a `== TRANSPORT QUERY`
@@ -135,4 +139,75 @@ fn dig_allowed_and_denied_names(mode: Mode) {
         .iter()
         .any(|answer| answer == "127.0.0.1");
     assert!(real_a, "{a_event:?}");
+}
+
+/// Queries sent to port 53 of an address other than the configured
+/// nameserver (here the synthetic address of an allowed name) are answered by
+/// netjail too, with the same policy.
+fn dig_any_address_port_53(mode: Mode) {
+    let fixtures = Fixtures::start();
+    let workdir = Workdir::new(mode);
+    let script = format!(
+        "addr=$(dig +short +time=5 +tries=1 {WEB_NAME} A)
+         echo \"== addr\"; echo \"$addr\"
+         echo \"== udp\"; dig @$addr +notcp +short +time=5 +tries=1 {WEB_NAME} A
+         echo \"== tcp\"; dig @$addr +tcp +short +time=5 +tries=1 {WEB_NAME} A
+         echo \"== denied\"
+         dig @$addr +time=5 +tries=1 {DENIED_NAME} A | grep -o 'status: [A-Z]*'"
+    );
+
+    let output = fixtures
+        .jail(mode, &workdir)
+        .allow_loopback_name(WEB_NAME)
+        .run(&clients::sh(&script));
+
+    assert_eq!(output.code(), Some(0), "{}", output.describe());
+    let sections = sections(&output.stdout);
+    let section = |heading: &str| -> Vec<String> {
+        let lines = sections.get(heading).cloned();
+        lines.unwrap_or_else(|| panic!("no {heading:?} output\n{}", output.describe()))
+    };
+    let addr = section("addr");
+    assert_eq!(addr.len(), 1, "{}", output.describe());
+    let synthetic: IpAddr = addr[0].parse().expect("A answer is an address");
+    assert!(is_synthetic(synthetic), "{synthetic}");
+    assert_eq!(section("udp"), addr, "{}", output.describe());
+    assert_eq!(section("tcp"), addr, "{}", output.describe());
+    assert_eq!(section("denied"), vec!["status: NXDOMAIN".to_owned()]);
+    assert!(
+        !fixtures.dns.was_queried(DENIED_NAME),
+        "{:?}",
+        fixtures.dns.queries()
+    );
+}
+
+/// A TXT answer larger than the client's UDP limit arrives truncated (TC
+/// set) over UDP, and dig's automatic retry over TCP gets all of it.
+fn dig_truncated_txt_retries_tcp(mode: Mode) {
+    let fixtures = Fixtures::start();
+    let workdir = Workdir::new(mode);
+    let script = format!(
+        "echo \"== full\"; dig +short +time=5 +tries=1 {BIG_TXT_NAME} TXT
+         echo \"== flags\"
+         dig +notcp +ignore +noedns +time=5 +tries=1 {BIG_TXT_NAME} TXT | grep '^;; flags'"
+    );
+
+    let output = fixtures
+        .jail(mode, &workdir)
+        .allow(&format!("domain={BIG_TXT_NAME}"))
+        .run(&clients::sh(&script));
+
+    assert_eq!(output.code(), Some(0), "{}", output.describe());
+    let sections = sections(&output.stdout);
+    let mut full = sections.get("full").cloned().unwrap_or_default();
+    full.sort();
+    let expected: Vec<String> = big_txt_strings()
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect();
+    assert_eq!(full, expected, "{}", output.describe());
+    let flags = sections.get("flags").cloned().unwrap_or_default();
+    assert_eq!(flags.len(), 1, "{}", output.describe());
+    let flag_words: Vec<&str> = flags[0].split([' ', ';', ':']).collect();
+    assert!(flag_words.contains(&"tc"), "no TC flag: {}", flags[0]);
 }

@@ -1,9 +1,11 @@
 //! netjail exits with the command's status, 128+N for a signal, 126 and 127
 //! when the command cannot run.
 
+use std::time::Duration;
+
 use integration::clients;
 use integration::fixtures::Fixtures;
-use integration::jail::{EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, Mode};
+use integration::jail::{EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, Mode, Signal};
 use integration::jail_tests;
 use integration::workdir::Workdir;
 
@@ -12,6 +14,7 @@ jail_tests!(
     killed_command_exits_137,
     missing_command_exits_127,
     non_executable_command_exits_126,
+    signals_are_forwarded,
 );
 
 fn command_status_passes_through(mode: Mode) {
@@ -76,4 +79,27 @@ fn non_executable_command_exits_126(mode: Mode) {
         output.describe()
     );
     assert_eq!(output.stdout, "", "{}", output.describe());
+}
+
+/// SIGTERM and SIGINT sent to netjail reach the command, which dies of them,
+/// so netjail exits 128 + the signal number.
+fn signals_are_forwarded(mode: Mode) {
+    let fixtures = Fixtures::start();
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let workdir = Workdir::new(mode);
+
+        let output = fixtures
+            .jail(mode, &workdir)
+            .signal_after(Duration::from_secs(1), signal)
+            .timeout(Duration::from_secs(20))
+            .run(&["sleep", "30"]);
+
+        let expected = 128 + signal as i32;
+        assert_eq!(
+            output.code(),
+            Some(expected),
+            "{signal}\n{}",
+            output.describe()
+        );
+    }
 }

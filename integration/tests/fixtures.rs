@@ -9,7 +9,7 @@ use integration::content;
 use integration::fixtures::dns::{DnsTransport, txt_value};
 use integration::fixtures::git::{GIT, GIT_FILE_CONTENTS, GIT_FILE_NAME};
 use integration::fixtures::http::page_body;
-use integration::fixtures::{DENIED_NAME, Fixtures, WEB_NAME};
+use integration::fixtures::{BIG_TXT_NAME, DENIED_NAME, Fixtures, WEB_NAME, big_txt_strings};
 
 fn run(args: &[String]) -> Output {
     Command::new(&args[0])
@@ -92,6 +92,30 @@ fn dns_answers_a_aaaa_txt() {
             describe(&txt)
         );
     }
+}
+
+#[test]
+fn dns_truncates_large_udp_reply() {
+    let fixtures = Fixtures::start();
+    let udp = dig(
+        &fixtures,
+        DnsTransport::Udp,
+        &["+ignore", "+noedns", BIG_TXT_NAME, "TXT"],
+    );
+    let flags = stdout(&udp);
+    let flags = flags
+        .lines()
+        .find(|line| line.starts_with(";; flags"))
+        .unwrap_or_default();
+    assert!(flags.contains(" tc"), "{}", describe(&udp));
+
+    let retried = dig(
+        &fixtures,
+        DnsTransport::Udp,
+        &["+short", BIG_TXT_NAME, "TXT"],
+    );
+    let lines = stdout(&retried).lines().count();
+    assert_eq!(lines, big_txt_strings().len(), "{}", describe(&retried));
 }
 
 #[test]

@@ -14,7 +14,13 @@ jail_tests!(
     loopback_allowed_with_cidr,
     deny_rule_wins_over_allow,
     invalid_rule_exits_125,
+    port_rule_limits_ports,
+    udp_denied_without_proto_rule,
+    jail_loopback_is_not_host,
 );
+
+/// A name that only the UDP probe queries.
+const PROBE_NAME: &str = "udp-probe.test";
 
 /// Fetches `/pages/NAME` from `name` with curl and prints curl's exit status
 /// on the last line, so the jail itself exits 0.
@@ -190,4 +196,111 @@ fn invalid_rule_exits_125(mode: Mode) {
             "{rule}: the command ran"
         );
     }
+}
+
+/// Checks that a rule with `port` allows only that port: the same name on
+/// another port is denied, and the denial names no deny rule.
+fn port_rule_limits_ports(mode: Mode) {
+    let fixtures = Fixtures::start();
+    let workdir = Workdir::new(mode);
+    let http_port = fixtures.http.port();
+    let other_port = fixtures.exchange.port();
+    let page = fixtures.http_url(WEB_NAME, "/pages/port");
+    let script = format!(
+        "curl -sS --max-time 20 {page}; echo \"curl exit $?\"
+         curl -sS --max-time 20 http://{WEB_NAME}:{other_port}/; echo \"curl exit $?\""
+    );
+
+    let output = fixtures
+        .jail(mode, &workdir)
+        .allow(&format!(
+            "domain={WEB_NAME} port={http_port} cidr=127.0.0.0/8"
+        ))
+        .allow(&format!("domain={WEB_NAME} port={http_port} cidr=::1/128"))
+        .run(&clients::sh(&script));
+
+    assert_eq!(output.code(), Some(0), "{}", output.describe());
+    let lines = output.stdout_lines();
+    assert_eq!(lines.len(), 3, "{}", output.describe());
+    assert_eq!(format!("{}\n", lines[0]), page_body("port"));
+    assert_eq!(lines[1], "curl exit 0");
+    assert_eq!(lines[2], "curl exit 7", "{}", output.describe());
+    assert!(
+        fixtures.exchange.records().is_empty(),
+        "{:?}",
+        fixtures.exchange.records()
+    );
+
+    let audit = output.audit();
+    let denials = audit.denials(WEB_NAME);
+    assert!(!denials.is_empty(), "{:?}", audit.event_names());
+    assert_eq!(denials[0].port, other_port, "{:?}", denials[0]);
+    assert_eq!(denials[0].rule, None, "{:?}", denials[0]);
+}
+
+/// Checks that UDP to an allowed name on a port other than 53 is denied when
+/// no rule has `proto=udp`. The probe is a DNS query sent to the fixture
+/// resolver's own port, so the fixture's query log shows whether it passed.
+fn udp_denied_without_proto_rule(mode: Mode) {
+    let fixtures = Fixtures::start();
+    let workdir = Workdir::new(mode);
+    let dns_port = fixtures.dns.addr().port();
+    let script = format!(
+        "dig @{WEB_NAME} -p {dns_port} +notcp +time=2 +tries=1 {PROBE_NAME} A
+         echo \"dig exit $?\""
+    );
+
+    let output = fixtures
+        .jail(mode, &workdir)
+        .allow_loopback_name(WEB_NAME)
+        .run(&clients::sh(&script));
+
+    assert_eq!(output.code(), Some(0), "{}", output.describe());
+    assert!(
+        !fixtures.dns.was_queried(PROBE_NAME),
+        "{:?}",
+        fixtures.dns.queries()
+    );
+    let last = output.stdout_lines().last().copied();
+    assert_ne!(last, Some("dig exit 0"), "{}", output.describe());
+
+    let audit = output.audit();
+    let udp_denials: Vec<_> = audit
+        .all_denials()
+        .into_iter()
+        .filter(|denied| denied.proto == "udp" && denied.port == dns_port)
+        .collect();
+    assert!(!udp_denials.is_empty(), "{:?}", audit.lines);
+    // The destination is the synthetic address of the name.
+    assert_eq!(
+        udp_denials[0].name.as_deref(),
+        Some(WEB_NAME),
+        "{:?}",
+        udp_denials[0]
+    );
+    assert_eq!(udp_denials[0].decision, "deny", "{:?}", udp_denials[0]);
+}
+
+/// 127.0.0.1 inside the jail is the jail's own loopback interface: even with
+/// every name allowed, an IP literal for it never reaches the host's servers.
+fn jail_loopback_is_not_host(mode: Mode) {
+    let fixtures = Fixtures::start();
+    let workdir = Workdir::new(mode);
+    let url = format!("http://127.0.0.1:{}/pages/loopback", fixtures.http.port());
+
+    let output = fixtures
+        .jail(mode, &workdir)
+        .allow("domain=* cidr=127.0.0.0/8")
+        .allow("cidr=127.0.0.0/8")
+        .run(&clients::sh(&format!(
+            "curl -sS --max-time 5 {url}; echo \"curl exit $?\""
+        )));
+
+    assert_eq!(output.code(), Some(0), "{}", output.describe());
+    assert_eq!(output.stdout_lines().last().copied(), Some("curl exit 7"));
+    assert!(
+        fixtures.http.requests().is_empty(),
+        "{:?}",
+        fixtures.http.requests()
+    );
 }
