@@ -7,6 +7,7 @@
 //! target/debug/examples/jail_probe -- sh -c 'exit 7'     # exit status passes through
 //! target/debug/examples/jail_probe --no-user-namespace   # as root, without a user namespace
 //! target/debug/examples/jail_probe --time 20             # time spawn+start+exit of `true`
+//! target/debug/examples/jail_probe --start-delay 3000    # wait 3 s between spawn and start
 //! ```
 //!
 //! The TUN device is only drained: packets the jail sends are counted and
@@ -31,6 +32,7 @@ const PROBE_RESOLV_CONF: &str = "# written by jail_probe\nnameserver 198.19.0.1\
 struct Options {
     user_namespace: bool,
     timing_runs: Option<u32>,
+    start_delay: Duration,
     command: Vec<OsString>,
 }
 
@@ -38,6 +40,7 @@ fn parse_options() -> Result<Options, String> {
     let mut options = Options {
         user_namespace: true,
         timing_runs: None,
+        start_delay: Duration::ZERO,
         command: Vec::new(),
     };
     let mut args = std::env::args_os().skip(1);
@@ -47,6 +50,11 @@ fn parse_options() -> Result<Options, String> {
             Some("--time") => {
                 let runs = args.next().and_then(|n| n.to_str()?.parse().ok());
                 options.timing_runs = Some(runs.ok_or("--time needs a number of runs")?);
+            }
+            Some("--start-delay") => {
+                let millis = args.next().and_then(|n| n.to_str()?.parse().ok());
+                let millis = millis.ok_or("--start-delay needs milliseconds")?;
+                options.start_delay = Duration::from_millis(millis);
             }
             Some("--") => {
                 options.command = args.collect();
@@ -105,6 +113,7 @@ fn run_once(options: &Options) -> Result<i32, String> {
         thread::spawn(move || drain_tun(tun, stop))
     };
 
+    thread::sleep(options.start_delay);
     jail.start().map_err(|error| error.to_string())?;
     let status = jail.wait().map_err(|error| error.to_string())?;
     stop.store(true, Ordering::Relaxed);

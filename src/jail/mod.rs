@@ -4,8 +4,9 @@
 //! namespaces. That child becomes PID 1 of the new PID namespace (the jail's
 //! init): it configures the network namespace, creates the TUN device, passes
 //! its file descriptor to the supervisor over a Unix socket, and then waits.
-//! [`Jail::start`] sends init the start message, and init runs the command. [`Jail::wait`] forwards
-//! signals to init until init exits, and returns the status netjail exits with.
+//! [`Jail::start`] sends init the start message, and init runs the command.
+//! [`Jail::wait`] forwards signals to init until init exits, and returns the
+//! status netjail exits with.
 //!
 //! ```no_run
 //! use netjail::jail::{Jail, JailConfig, JailNetwork};
@@ -36,11 +37,14 @@
 //!    `CLONE_NEWNET`, `CLONE_NEWNS` and `CLONE_NEWPID`. The clone is fork-like
 //!    (no shared memory, no new stack), which is sound only while the process
 //!    has one thread, so `spawn` checks `/proc/self/task` and refuses otherwise.
-//! 2. The supervisor marks itself non-dumpable, so a command running as the
-//!    same uid cannot ptrace it or read its memory. In user-namespace mode it
-//!    then writes `deny` to `/proc/PID/setgroups` and maps the caller's
-//!    effective uid and gid to themselves (`uid uid 1`), so files keep their
-//!    owner and root stays root. The child waits on the socket until then.
+//! 2. The supervisor marks itself non-dumpable after the clone, so a command
+//!    running as the same uid cannot ptrace it or read its memory. Before the
+//!    clone it is dumpable, because the /proc/PID files of a non-dumpable
+//!    child belong to root, which an unprivileged supervisor cannot write. In
+//!    user-namespace mode it then writes `deny` to `/proc/PID/setgroups` and
+//!    maps the caller's effective uid and gid to themselves (`uid uid 1`), so
+//!    files keep their owner and root stays root. The child waits on the
+//!    socket until then.
 //! 3. The child, which asked for `SIGKILL` on the supervisor's death as its
 //!    first step, makes every mount private (recursively), bind-mounts
 //!    [`JailConfig::resolv_conf`] over the canonical target of
@@ -59,9 +63,9 @@
 //!    descriptor above 2 close-on-exec (an inherited socket would bypass the
 //!    supervisor), sets `PR_SET_NO_NEW_PRIVS`, clears every capability set
 //!    (bounding, ambient, inheritable, permitted, effective) and calls
-//!    `execvp`. If `execvp` fails
-//!    it prints `netjail: COMMAND: REASON` and exits with 127 (not found) or
-//!    126 (any other error), the convention of `env` and `docker run`.
+//!    `execvp`. If `execvp` fails it prints `netjail: COMMAND: REASON` and
+//!    exits with 127 (not found) or 126 (any other error), the convention of
+//!    `env` and `docker run`.
 //! 6. Init reaps every process reparented to it. When the command exits, init
 //!    exits with the command's exit code, or 128+N if a signal N killed it,
 //!    and the kernel kills whatever else is left in the PID namespace.
@@ -82,6 +86,16 @@
 //! those (Ctrl-C, Ctrl-\, window resize, hangup) to the whole foreground
 //! process group, which already contains the command, and a second copy would
 //! make some interactive programs quit or redraw twice.
+//!
+//! NOTE: a signal sent with kill(2) to the whole process group (`kill -TERM
+//! -PGID`, or a shell hanging up its background jobs) has `si_code` `SI_USER`,
+//! so the command receives it directly and once more through the supervisor.
+//! Telling it apart from a signal sent to the supervisor alone is not possible.
+//!
+//! Signals that reach the supervisor before [`Jail::wait`] runs stay pending
+//! and are forwarded once it does. A `SIGHUP`, `SIGINT`, `SIGQUIT` or
+//! `SIGTERM` that reaches init before the start message cancels the run: init
+//! exits with 128+N without running the command.
 //!
 //! Job control is left to the terminal: `SIGTSTP`, `SIGTTIN`, `SIGTTOU` and
 //! `SIGCONT` are neither blocked nor forwarded. Ctrl-Z stops both the command
