@@ -28,6 +28,7 @@ pub enum Event {
     FlowFailed(FlowFailed),
     Denied(Denied),
     FlowClose(FlowClose),
+    Http(HttpEvent),
     SessionEnd {
         exit_status: i32,
         flows: u64,
@@ -104,6 +105,23 @@ pub struct FlowClose {
     pub close: String,
 }
 
+/// One HTTP request on an inspected flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpEvent {
+    #[serde(flatten)]
+    pub id: FlowId,
+    /// `None` when the request head could not be parsed.
+    pub method: Option<String>,
+    pub host: Option<String>,
+    /// The request target as sent, percent-encoding untouched.
+    pub path: Option<String>,
+    pub decision: &'static str,
+    pub rule: Option<String>,
+    pub reason: Option<String>,
+    /// The status netjail answered with; `None` for requests sent upstream.
+    pub status: Option<u16>,
+}
+
 #[derive(Serialize)]
 struct Envelope<'a> {
     time: String,
@@ -136,7 +154,11 @@ impl AuditLog {
     }
 
     pub fn with_writer(out: Box<dyn Write + Send>) -> AuditLog {
-        AuditLog { session: new_session_id(), out: Mutex::new(out), dns_queries: AtomicU64::new(0) }
+        AuditLog {
+            session: new_session_id(),
+            out: Mutex::new(out),
+            dns_queries: AtomicU64::new(0),
+        }
     }
 
     pub fn session(&self) -> &str {
@@ -153,11 +175,18 @@ impl AuditLog {
         if matches!(event, Event::Dns(_)) {
             self.dns_queries.fetch_add(1, Ordering::Relaxed);
         }
-        let envelope = Envelope { time: now_rfc3339(), session: &self.session, event: &event };
+        let envelope = Envelope {
+            time: now_rfc3339(),
+            session: &self.session,
+            event: &event,
+        };
         let mut line = serde_json::to_vec(&envelope).expect("audit events always serialize");
         line.push(b'\n');
 
-        let mut out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out = self
+            .out
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let written = out.write_all(&line).and_then(|()| out.flush());
         if let Err(err) = written {
             tracing::error!(error = %err, "writing the audit log failed");
@@ -207,7 +236,12 @@ mod tests {
     fn events_are_one_json_object_per_line() {
         let shared = Shared::default();
         let log = AuditLog::with_writer(Box::new(shared.clone()));
-        log.record(Event::SessionEnd { exit_status: 7, flows: 1, dns_queries: 2, dropped_packets: 0 });
+        log.record(Event::SessionEnd {
+            exit_status: 7,
+            flows: 1,
+            dns_queries: 2,
+            dropped_packets: 0,
+        });
         let id = FlowId {
             flow: 3,
             proto: "tcp",
@@ -224,8 +258,10 @@ mod tests {
         }));
 
         let text = String::from_utf8(shared.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["event"], "session_end");
         assert_eq!(lines[0]["exit_status"], 7);

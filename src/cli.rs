@@ -15,8 +15,8 @@ use crate::policy::{Policy, Proto};
     version,
     about = "Run a command whose network traffic must pass an allow policy",
     after_help = "Rules are space-separated key=value words, for example \
-                  'domain=*.github.com port=443'. Keys: domain, port, proto, cidr \
-                  (method and path are parsed but not yet enforced)."
+                  'domain=*.github.com port=443'. Keys: domain, port, proto, cidr, and \
+                  method and path for plain HTTP requests."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -127,13 +127,11 @@ fn read_config(path: &Path) -> anyhow::Result<ConfigFile> {
 /// Rejects rules this version cannot enforce, so that no rule is silently widened or
 /// narrowed.
 fn check_enforceable(policy: &Policy) -> anyhow::Result<()> {
-    if let Some(rule) = policy.first_http_rule() {
-        bail!(
-            "rule \"{rule}\" names method or path, which netjail does not enforce yet; \
-             remove those keys to decide by domain and port alone"
-        );
-    }
-    let udp = policy.allow.iter().chain(&policy.deny).find(|rule| rule.protos.contains(&Proto::Udp));
+    let udp = policy
+        .allow
+        .iter()
+        .chain(&policy.deny)
+        .find(|rule| rule.protos.contains(&Proto::Udp));
     if let Some(rule) = udp {
         bail!(
             "rule \"{rule}\" names proto=udp, but netjail forwards no UDP except DNS yet; \
@@ -156,7 +154,14 @@ mod tests {
 
     #[test]
     fn command_after_double_dash() {
-        let args = run_args(&["--allow", "domain=a.test", "--", "curl", "-s", "http://a.test"]);
+        let args = run_args(&[
+            "--allow",
+            "domain=a.test",
+            "--",
+            "curl",
+            "-s",
+            "http://a.test",
+        ]);
         assert_eq!(args.allow, ["domain=a.test"]);
         assert_eq!(args.command, ["curl", "-s", "http://a.test"]);
     }
@@ -167,11 +172,24 @@ mod tests {
     }
 
     #[test]
-    fn method_rules_are_rejected_until_enforced() {
-        let err = run_args(&["--allow", "domain=a.test method=GET", "--", "true"])
+    fn method_rules_are_accepted() {
+        let settings = run_args(&[
+            "--allow",
+            "domain=a.test method=GET path=/x/*",
+            "--",
+            "true",
+        ])
+        .into_settings()
+        .unwrap();
+        assert!(settings.policy.has_http_rules());
+    }
+
+    #[test]
+    fn udp_rules_are_rejected_until_forwarded() {
+        let err = run_args(&["--allow", "domain=a.test proto=udp", "--", "true"])
             .into_settings()
             .unwrap_err();
-        assert!(format!("{err:#}").contains("does not enforce"), "{err:#}");
+        assert!(format!("{err:#}").contains("forwards no UDP"), "{err:#}");
     }
 
     #[test]
@@ -179,7 +197,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("netjail-cli-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("policy.toml");
-        std::fs::write(&path, "allow = [\"domain=a.test\"]\nresolver = \"127.0.0.1:5353\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "allow = [\"domain=a.test\"]\nresolver = \"127.0.0.1:5353\"\n",
+        )
+        .unwrap();
         let config = path.to_str().unwrap();
         let settings = run_args(&["--config", config, "--allow", "domain=b.test", "--", "true"])
             .into_settings()

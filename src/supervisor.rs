@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::audit::{self, AuditLog, Event};
 use crate::cli::Settings;
 use crate::dns::{self, DnsService, NameTable};
+use crate::http::{FlowContext, FlowInspector};
 use crate::jail::{self, Jail, JailConfig, JailNetwork};
 use crate::policy::{Decision, FlowFacts, Policy, Proto};
 
@@ -30,6 +31,14 @@ pub fn run(settings: Settings) -> anyhow::Result<i32> {
     let audit = Arc::new(open_audit(settings.audit_log.as_deref())?);
     if let Some(arg) = settings.resolver.as_deref() {
         dns::parse_resolver_addr(arg)?;
+    }
+    if let Some(rule) = settings.policy.first_http_rule() {
+        tracing::warn!(
+            %rule,
+            "method and path rules are checked on plain HTTP only; HTTPS and other \
+             connections that only such rules allow are refused, since netjail does not \
+             intercept TLS"
+        );
     }
     let network = JailNetwork::default();
     let jail_config = JailConfig {
@@ -264,7 +273,8 @@ impl Supervisor {
             };
             match self.policy.decide_flow(&facts) {
                 Decision::Allow { rule } => {
-                    rule_text.get_or_insert_with(|| rule.text.clone());
+                    let check_requests = self.policy.checks_requests(&facts, rule);
+                    rule_text.get_or_insert_with(|| (rule.text.clone(), check_requests));
                     allowed.push(SocketAddr::new(addr, flow.dst.port()));
                 }
                 Decision::Deny { rule, reason } => {
@@ -272,15 +282,17 @@ impl Supervisor {
                 }
             }
         }
-        let Some(rule) = rule_text else {
+        let Some((rule, check_requests)) = rule_text else {
             let (rule, reason) =
                 first_denial.unwrap_or((None, format!("{} has no address upstream", entry.name)));
             return self.deny(flow, Some(entry.name), rule, reason);
         };
-        self.remember(flow, Some(entry.name), rule);
+        let name = Some(entry.name);
+        let inspector = self.inspector(flow, name.clone(), allowed[0].ip(), check_requests);
+        self.remember(flow, name, rule);
         TcpVerdict::Connect {
             upstream: allowed,
-            inspector: None,
+            inspector: Some(inspector),
         }
     }
 
@@ -306,6 +318,23 @@ impl Supervisor {
                 self.deny(flow, None, rule, reason)
             }
         }
+    }
+
+    fn inspector(
+        &self,
+        flow: &FlowInfo,
+        name: Option<String>,
+        addr: IpAddr,
+        check_requests: bool,
+    ) -> Box<dyn netstack::Inspector> {
+        Box::new(FlowInspector::new(FlowContext {
+            policy: self.policy.clone(),
+            audit: self.audit.clone(),
+            flow: *flow,
+            name,
+            addr,
+            check_requests,
+        }))
     }
 
     fn remember(&mut self, flow: &FlowInfo, name: Option<String>, rule: String) {

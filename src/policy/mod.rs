@@ -20,8 +20,13 @@ pub struct Policy {
 /// What the policy decided about a flow or a name, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision<'a> {
-    Allow { rule: &'a Rule },
-    Deny { rule: Option<&'a Rule>, reason: String },
+    Allow {
+        rule: &'a Rule,
+    },
+    Deny {
+        rule: Option<&'a Rule>,
+        reason: String,
+    },
 }
 
 impl Decision<'_> {
@@ -47,13 +52,19 @@ impl Policy {
         let parse_all = |texts: &[String]| -> Result<Vec<Rule>, RuleError> {
             texts.iter().map(|t| Rule::parse(t)).collect()
         };
-        Ok(Policy { allow: parse_all(allow)?, deny: parse_all(deny)? })
+        Ok(Policy {
+            allow: parse_all(allow)?,
+            deny: parse_all(deny)?,
+        })
     }
 
     /// Returns the first rule that names `method` or `path`, which plain flow decisions cannot
     /// enforce.
     pub fn first_http_rule(&self) -> Option<&Rule> {
-        self.allow.iter().chain(&self.deny).find(|rule| rule.is_http())
+        self.allow
+            .iter()
+            .chain(&self.deny)
+            .find(|rule| rule.is_http())
     }
 
     /// Decides whether the jail may resolve `name`. A name resolves when some allow rule could
@@ -68,22 +79,76 @@ impl Policy {
                 && !rule.is_http()
         });
         if let Some(rule) = blocking {
-            return Decision::Deny { rule: Some(rule), reason: format!("deny rule matches {name}") };
+            return Decision::Deny {
+                rule: Some(rule),
+                reason: format!("deny rule matches {name}"),
+            };
         }
         match self.allow.iter().find(|rule| rule.matches_name(Some(name))) {
             Some(rule) => Decision::Allow { rule },
-            None => Decision::Deny { rule: None, reason: format!("no allow rule matches {name}") },
+            None => Decision::Deny {
+                rule: None,
+                reason: format!("no allow rule matches {name}"),
+            },
         }
     }
 
     /// Decides one flow to one host-side address.
+    ///
+    /// Rules that name `method` or `path` cannot be decided for a whole connection: a deny rule
+    /// with them is left to [`Policy::decide_request`], and an allow rule with them allows the
+    /// connection only when no plain rule does, so that each request is then checked. Callers
+    /// ask [`Policy::checks_requests`] whether a connection needs those checks.
     pub fn decide_flow(&self, flow: &FlowFacts<'_>) -> Decision<'_> {
-        if let Some(rule) = self.deny.iter().find(|rule| matches_flow(rule, flow)) {
-            return Decision::Deny { rule: Some(rule), reason: "deny rule matches".into() };
+        let deny = self.deny.iter().filter(|rule| !rule.is_http());
+        if let Some(rule) = deny.into_iter().find(|rule| matches_flow(rule, flow)) {
+            return Decision::Deny {
+                rule: Some(rule),
+                reason: "deny rule matches".into(),
+            };
         }
+        let plain = self.allow.iter().filter(|rule| !rule.is_http());
+        let http = self.allow.iter().filter(|rule| rule.is_http());
+        self.decide_allow(flow, plain.chain(http), |rule| matches_flow(rule, flow))
+    }
 
+    /// Reports whether the requests of a connection allowed by `rule` must each be decided:
+    /// when the rule itself names `method` or `path`, or a deny rule that does could match.
+    pub fn checks_requests(&self, flow: &FlowFacts<'_>, rule: &Rule) -> bool {
+        rule.is_http()
+            || self
+                .deny
+                .iter()
+                .any(|deny| deny.is_http() && matches_flow(deny, flow))
+    }
+
+    /// Reports whether any rule names `method` or `path`.
+    pub fn has_http_rules(&self) -> bool {
+        self.first_http_rule().is_some()
+    }
+
+    /// Decides one HTTP request on a connection to one host-side address. `path` is the
+    /// normalized path of the request target (see [`crate::http::path`]).
+    pub fn decide_request(&self, flow: &FlowFacts<'_>, method: &str, path: &str) -> Decision<'_> {
+        let matches = |rule: &&Rule| matches_flow(rule, flow) && rule.matches_request(method, path);
+        if let Some(rule) = self.deny.iter().find(matches) {
+            return Decision::Deny {
+                rule: Some(rule),
+                reason: "deny rule matches".into(),
+            };
+        }
+        self.decide_allow(flow, self.allow.iter(), |rule| matches(&rule))
+    }
+
+    /// Finds the first matching allow rule whose address check passes.
+    fn decide_allow<'p>(
+        &'p self,
+        flow: &FlowFacts<'_>,
+        rules: impl Iterator<Item = &'p Rule>,
+        matches: impl Fn(&Rule) -> bool,
+    ) -> Decision<'p> {
         let mut matched_non_public = None;
-        for rule in self.allow.iter().filter(|rule| matches_flow(rule, flow)) {
+        for rule in rules.filter(|rule| matches(rule)) {
             if is_public(flow.addr) || rule.names_addr(flow.addr) {
                 return Decision::Allow { rule };
             }
@@ -180,33 +245,55 @@ mod tests {
 
     fn flow(name: Option<&str>, addr: &str, port: u16) -> FlowFacts<'static> {
         let name = name.map(|n| &*Box::leak(n.to_string().into_boxed_str()));
-        FlowFacts { name, addr: addr.parse().unwrap(), port, proto: Proto::Tcp }
+        FlowFacts {
+            name,
+            addr: addr.parse().unwrap(),
+            port,
+            proto: Proto::Tcp,
+        }
     }
 
     #[test]
     fn allowed_name_on_public_address() {
         let p = policy(&["domain=*.github.com port=443"], &[]);
-        assert!(p.decide_flow(&flow(Some("api.github.com"), "140.82.112.5", 443)).is_allow());
-        assert!(!p.decide_flow(&flow(Some("api.github.com"), "140.82.112.5", 80)).is_allow());
-        assert!(!p.decide_flow(&flow(Some("github.com"), "140.82.112.5", 443)).is_allow());
+        assert!(
+            p.decide_flow(&flow(Some("api.github.com"), "140.82.112.5", 443))
+                .is_allow()
+        );
+        assert!(
+            !p.decide_flow(&flow(Some("api.github.com"), "140.82.112.5", 80))
+                .is_allow()
+        );
+        assert!(
+            !p.decide_flow(&flow(Some("github.com"), "140.82.112.5", 443))
+                .is_allow()
+        );
     }
 
     #[test]
     fn non_public_address_needs_cidr() {
         let p = policy(&["domain=web.test"], &[]);
         let decision = p.decide_flow(&flow(Some("web.test"), "127.0.0.1", 80));
-        let Decision::Deny { reason, .. } = decision else { panic!("allowed {decision:?}") };
+        let Decision::Deny { reason, .. } = decision else {
+            panic!("allowed {decision:?}")
+        };
         assert!(reason.contains("127.0.0.1 is not public"), "{reason}");
         assert!(reason.contains("cidr=127.0.0.1/32"), "{reason}");
 
         let p = policy(&["domain=web.test cidr=127.0.0.0/8"], &[]);
-        assert!(p.decide_flow(&flow(Some("web.test"), "127.0.0.1", 80)).is_allow());
+        assert!(
+            p.decide_flow(&flow(Some("web.test"), "127.0.0.1", 80))
+                .is_allow()
+        );
     }
 
     #[test]
     fn metadata_address_is_refused() {
         let p = policy(&["domain=*"], &[]);
-        assert!(!p.decide_flow(&flow(Some("metadata.test"), "169.254.169.254", 80)).is_allow());
+        assert!(
+            !p.decide_flow(&flow(Some("metadata.test"), "169.254.169.254", 80))
+                .is_allow()
+        );
     }
 
     #[test]
@@ -220,7 +307,10 @@ mod tests {
     #[test]
     fn deny_wins_over_allow() {
         let p = policy(&["domain=*.example.com"], &["domain=evil.example.com"]);
-        assert!(!p.decide_flow(&flow(Some("evil.example.com"), "93.184.216.34", 443)).is_allow());
+        assert!(
+            !p.decide_flow(&flow(Some("evil.example.com"), "93.184.216.34", 443))
+                .is_allow()
+        );
         assert!(!p.decide_name("evil.example.com").is_allow());
         assert!(p.decide_name("good.example.com").is_allow());
     }
@@ -229,7 +319,10 @@ mod tests {
     fn deny_with_port_does_not_block_name() {
         let p = policy(&["domain=x.example.com"], &["domain=x.example.com port=22"]);
         assert!(p.decide_name("x.example.com").is_allow());
-        assert!(!p.decide_flow(&flow(Some("x.example.com"), "93.184.216.34", 22)).is_allow());
+        assert!(
+            !p.decide_flow(&flow(Some("x.example.com"), "93.184.216.34", 22))
+                .is_allow()
+        );
     }
 
     #[test]
@@ -238,6 +331,44 @@ mod tests {
         assert!(!p.decide_name("b.test").is_allow());
         let p = policy(&["port=443"], &[]);
         assert!(p.decide_name("b.test").is_allow());
+    }
+
+    #[test]
+    fn method_rule_allows_connection_but_checks_requests() {
+        let p = policy(&["domain=api.test method=GET,HEAD path=/repos/*"], &[]);
+        let f = flow(Some("api.test"), "140.82.112.5", 80);
+        let Decision::Allow { rule } = p.decide_flow(&f) else {
+            panic!("connection denied")
+        };
+        assert!(p.checks_requests(&f, rule));
+        assert!(p.decide_request(&f, "GET", "/repos/a").is_allow());
+        assert!(p.decide_request(&f, "HEAD", "/repos/a/b").is_allow());
+        assert!(!p.decide_request(&f, "POST", "/repos/a").is_allow());
+        assert!(!p.decide_request(&f, "GET", "/users").is_allow());
+    }
+
+    #[test]
+    fn plain_rule_wins_over_method_rule_for_connection() {
+        let p = policy(&["domain=api.test method=GET", "domain=api.test"], &[]);
+        let f = flow(Some("api.test"), "140.82.112.5", 80);
+        let Decision::Allow { rule } = p.decide_flow(&f) else {
+            panic!("connection denied")
+        };
+        assert!(!rule.is_http());
+        assert!(!p.checks_requests(&f, rule));
+        assert!(p.decide_request(&f, "DELETE", "/x").is_allow());
+    }
+
+    #[test]
+    fn http_deny_rule_checks_requests() {
+        let p = policy(&["domain=api.test"], &["domain=api.test method=DELETE"]);
+        let f = flow(Some("api.test"), "140.82.112.5", 80);
+        let Decision::Allow { rule } = p.decide_flow(&f) else {
+            panic!("connection denied")
+        };
+        assert!(p.checks_requests(&f, rule));
+        assert!(p.decide_request(&f, "GET", "/x").is_allow());
+        assert!(!p.decide_request(&f, "DELETE", "/x").is_allow());
     }
 
     #[test]

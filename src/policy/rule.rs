@@ -87,7 +87,10 @@ impl fmt::Display for Rule {
 impl Rule {
     /// Parses a rule such as `domain=*.github.com port=443`.
     pub fn parse(text: &str) -> Result<Rule, RuleError> {
-        let fail = |problem: String| RuleError { rule: text.to_string(), problem };
+        let fail = |problem: String| RuleError {
+            rule: text.to_string(),
+            problem,
+        };
         let mut rule = Rule {
             text: text.split_whitespace().collect::<Vec<_>>().join(" "),
             domain: None,
@@ -141,6 +144,19 @@ impl Rule {
         self.methods.is_some() || self.paths.is_some()
     }
 
+    /// Checks the `method` and `path` keys against a request; `path` is normalized.
+    pub fn matches_request(&self, method: &str, path: &str) -> bool {
+        let method_ok = self
+            .methods
+            .as_ref()
+            .is_none_or(|methods| methods.iter().any(|m| m == method));
+        let path_ok = self
+            .paths
+            .as_ref()
+            .is_none_or(|patterns| patterns.iter().any(|p| crate::http::path::matches(p, path)));
+        method_ok && path_ok
+    }
+
     /// Checks the keys that concern the name alone.
     pub fn matches_name(&self, name: Option<&str>) -> bool {
         match (&self.domain, name) {
@@ -162,12 +178,16 @@ impl Rule {
 
     /// Checks the `cidr` key; a rule without one matches every address.
     pub fn matches_addr(&self, addr: IpAddr) -> bool {
-        self.cidrs.as_ref().is_none_or(|nets| nets.iter().any(|net| net.contains(&addr)))
+        self.cidrs
+            .as_ref()
+            .is_none_or(|nets| nets.iter().any(|net| net.contains(&addr)))
     }
 
     /// Reports whether the rule's `cidr` key explicitly contains the address.
     pub fn names_addr(&self, addr: IpAddr) -> bool {
-        self.cidrs.as_ref().is_some_and(|nets| nets.iter().any(|net| net.contains(&addr)))
+        self.cidrs
+            .as_ref()
+            .is_some_and(|nets| nets.iter().any(|net| net.contains(&addr)))
     }
 }
 
@@ -180,7 +200,10 @@ fn parse_domain(value: &str) -> Result<DomainPattern, String> {
             "domain={value:?} names more than one domain; write one rule per domain"
         ));
     }
-    let name = value.strip_suffix('.').unwrap_or(value).to_ascii_lowercase();
+    let name = value
+        .strip_suffix('.')
+        .unwrap_or(value)
+        .to_ascii_lowercase();
     let (below, name) = match name.strip_prefix("*.") {
         Some(rest) => (true, rest.to_string()),
         None => (false, name),
@@ -188,7 +211,11 @@ fn parse_domain(value: &str) -> Result<DomainPattern, String> {
     validate_name(&name).map_err(|why| {
         format!("domain={value:?} is not a valid pattern: {why}; write a name such as github.com, *.github.com or *")
     })?;
-    Ok(if below { DomainPattern::Below(name) } else { DomainPattern::Exact(name) })
+    Ok(if below {
+        DomainPattern::Below(name)
+    } else {
+        DomainPattern::Exact(name)
+    })
 }
 
 fn validate_name(name: &str) -> Result<(), String> {
@@ -206,9 +233,14 @@ fn validate_name(name: &str) -> Result<(), String> {
             return Err(format!("label {label:?} is longer than 63 characters"));
         }
         if label.contains('*') {
-            return Err("a wildcard may only stand alone or as the first label, as in *.example.com".into());
+            return Err(
+                "a wildcard may only stand alone or as the first label, as in *.example.com".into(),
+            );
         }
-        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
             return Err(format!("character {c:?} is not allowed in a DNS name"));
         }
     }
@@ -220,11 +252,15 @@ fn parse_methods(value: &str) -> Result<Vec<String>, String> {
         .split(',')
         .map(|method| {
             let valid = !method.is_empty()
-                && method.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_');
+                && method
+                    .bytes()
+                    .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_');
             if valid {
                 Ok(method.to_ascii_uppercase())
             } else {
-                Err(format!("method={value:?}: {method:?} is not an HTTP method; write e.g. GET,HEAD"))
+                Err(format!(
+                    "method={value:?}: {method:?} is not an HTTP method; write e.g. GET,HEAD"
+                ))
             }
         })
         .collect()
@@ -238,7 +274,9 @@ fn parse_paths(value: &str) -> Result<Vec<String>, String> {
                 return Err(format!("path={value:?}: {path:?} does not start with '/'"));
             }
             if let Some(c) = path.chars().find(|c| c.is_ascii_control() || *c == ' ') {
-                return Err(format!("path={value:?}: character {c:?} is not allowed in a path"));
+                return Err(format!(
+                    "path={value:?}: character {c:?} is not allowed in a path"
+                ));
             }
             Ok(path.to_string())
         })
@@ -261,14 +299,22 @@ fn parse_ports(value: &str) -> Result<Option<Vec<PortRange>>, String> {
     let mut ranges = Vec::new();
     for item in value.split(',') {
         let range = match item.split_once('-') {
-            Some((first, last)) => PortRange { first: port(first)?, last: port(last)? },
+            Some((first, last)) => PortRange {
+                first: port(first)?,
+                last: port(last)?,
+            },
             None => {
                 let single = port(item)?;
-                PortRange { first: single, last: single }
+                PortRange {
+                    first: single,
+                    last: single,
+                }
             }
         };
         if range.first > range.last {
-            return Err(format!("port={value:?}: range {item:?} ends before it starts"));
+            return Err(format!(
+                "port={value:?}: range {item:?} ends before it starts"
+            ));
         }
         ranges.push(range);
     }
@@ -393,7 +439,10 @@ mod tests {
         ];
         for (text, expected) in cases {
             let got = problem(text);
-            assert!(got.contains(expected), "rule {text:?}: {got:?} lacks {expected:?}");
+            assert!(
+                got.contains(expected),
+                "rule {text:?}: {got:?} lacks {expected:?}"
+            );
         }
     }
 
