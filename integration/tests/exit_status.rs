@@ -39,6 +39,10 @@ fn killed_command_exits_137(mode: Mode) {
         .run(&clients::sh("kill -9 $$"));
 
     assert_eq!(output.code(), Some(128 + 9), "{}", output.describe());
+    let audit = output.audit();
+    let ends = audit.session_ends();
+    assert_eq!(ends.len(), 1, "{:?}", audit.event_names());
+    assert_eq!(ends[0].exit_status, 128 + 9);
 }
 
 fn missing_command_exits_127(mode: Mode) {
@@ -62,6 +66,10 @@ fn missing_command_exits_127(mode: Mode) {
             "{command}\n{}",
             output.describe()
         );
+        let audit = output.audit();
+        let ends = audit.session_ends();
+        assert_eq!(ends.len(), 1, "{command}: {:?}", audit.event_names());
+        assert_eq!(ends[0].exit_status, EXIT_NOT_FOUND, "{command}");
     }
 }
 
@@ -79,6 +87,10 @@ fn non_executable_command_exits_126(mode: Mode) {
         output.describe()
     );
     assert_eq!(output.stdout, "", "{}", output.describe());
+    let audit = output.audit();
+    let ends = audit.session_ends();
+    assert_eq!(ends.len(), 1, "{:?}", audit.event_names());
+    assert_eq!(ends[0].exit_status, EXIT_CANNOT_EXECUTE);
 }
 
 /// SIGTERM and SIGINT sent to netjail reach the command, which dies of them,

@@ -83,6 +83,11 @@ fn loopback_denied_outside_cidr(mode: Mode) {
         "{:?}",
         fixtures.http.requests()
     );
+
+    let audit = output.audit();
+    let denials = audit.denials(V4_ONLY_NAME);
+    assert!(!denials.is_empty(), "no denied event: {:?}", audit.lines);
+    assert_eq!(denials[0].decision, "deny", "{:?}", denials[0]);
 }
 
 fn loopback_allowed_with_cidr(mode: Mode) {
