@@ -422,8 +422,9 @@ impl Handler for Supervisor {
         }
         if self.denied_udp.insert((src, dst)) {
             let info = FlowInfo { id: 0, src, dst };
+            let name = self.names.lookup(dst.ip()).map(|entry| entry.name);
             self.audit.record(Event::Denied(audit::Denied {
-                id: self.flow_id(&info, "udp", None),
+                id: self.flow_id(&info, "udp", name),
                 decision: "deny",
                 rule: None,
                 reason: "netjail forwards no UDP except DNS".into(),

@@ -1,7 +1,8 @@
 //! The event loop: one thread that owns the TUN device, the smoltcp interface and every flow.
 //!
-//! Each turn waits until the TUN device or a host socket is ready, a command arrives, or
-//! smoltcp's next timer is due; an idle jail therefore costs no CPU. A turn reads the jail's
+//! Each turn waits until the TUN device or a host socket is ready, a command arrives, or a
+//! flow's next timer is due; an idle jail therefore costs no CPU. Only the flows that had
+//! activity are touched in a turn, so the cost of a turn does not grow with idle flows. A turn reads the jail's
 //! packets and routes each one (new SYNs are decided before smoltcp sees them), pumps the
 //! flows that had activity, lets smoltcp transmit, and removes finished flows.
 
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
-use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpCidr, IpListenEndpoint};
 
@@ -46,6 +47,8 @@ enum Command {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKind {
+    /// smoltcp wants the flow's socket polled (retransmission, delayed ACK, ...).
+    Smoltcp,
     Connect,
     RefusalGrace,
 }
@@ -57,6 +60,28 @@ struct Timer {
     key: usize,
     flow: u64,
     kind: TimerKind,
+}
+
+/// A flow with the socket set that holds its one smoltcp socket. Each flow has a set of its
+/// own because smoltcp walks every socket of a set on each poll: with one set per flow, a
+/// packet costs the same whether ten or ten thousand flows are open.
+struct Slot {
+    flow: TcpFlow,
+    sockets: SocketSet<'static>,
+}
+
+impl std::ops::Deref for Slot {
+    type Target = TcpFlow;
+
+    fn deref(&self) -> &TcpFlow {
+        &self.flow
+    }
+}
+
+impl std::ops::DerefMut for Slot {
+    fn deref_mut(&mut self) -> &mut TcpFlow {
+        &mut self.flow
+    }
 }
 
 /// A cloneable way to reach the stack from other threads.
@@ -107,13 +132,14 @@ pub struct Stack {
     poll: Poll,
     device: TunDevice,
     iface: Interface,
-    sockets: SocketSet<'static>,
-    flows: Slab<TcpFlow>,
+    /// Takes the packets of no known flow, so smoltcp answers them with resets.
+    no_flow: SocketSet<'static>,
+    flows: Slab<Slot>,
     by_tuple: HashMap<(SocketAddr, SocketAddr), usize>,
     /// Flows with possible work, pumped after the packets of this turn.
     pending: Vec<usize>,
-    /// Connect deadlines and refusal grace periods, earliest first. Entries of flows that
-    /// moved on are skipped when they come due.
+    /// smoltcp timers, connect deadlines and refusal grace periods, earliest first. Entries
+    /// of flows that moved on are skipped when they come due.
     timers: BinaryHeap<Reverse<Timer>>,
     handler: Box<dyn Handler>,
     commands: Receiver<Command>,
@@ -154,7 +180,7 @@ impl Stack {
             poll,
             device,
             iface,
-            sockets: SocketSet::new(Vec::new()),
+            no_flow: SocketSet::new(Vec::new()),
             flows: Slab::new(),
             by_tuple: HashMap::new(),
             pending: Vec::new(),
@@ -215,26 +241,44 @@ impl Stack {
         let pending = std::mem::take(&mut self.pending);
         for &key in &pending {
             self.pump(key);
+            self.transmit(key);
         }
-        self.iface.poll(now(), &mut self.device, &mut self.sockets);
         for key in pending {
             self.reap(key);
         }
     }
 
-    fn next_wakeup(&mut self) -> Option<Duration> {
-        let smoltcp = self
+    /// Lets smoltcp send what the flow's socket has queued, and schedules its next timer.
+    fn transmit(&mut self, key: usize) {
+        let Some(slot) = self.flows.get_mut(key) else {
+            return;
+        };
+        let timestamp = now();
+        while self
             .iface
-            .poll_delay(now(), &self.sockets)
-            .map(Duration::from);
-        let timer = self
-            .timers
-            .peek()
-            .map(|Reverse(timer)| timer.at.saturating_duration_since(Instant::now()));
-        match (smoltcp, timer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+            .poll_egress(timestamp, &mut self.device, &mut slot.sockets)
+            != PollResult::None
+        {}
+        let Some(at) = self.iface.poll_at(timestamp, &slot.sockets) else {
+            return;
+        };
+        let at = Instant::now() + Duration::from(at.max(timestamp) - timestamp);
+        if slot.flow.next_poll.is_none_or(|scheduled| at < scheduled) {
+            slot.flow.next_poll = Some(at);
+            let timer = Timer {
+                at,
+                key,
+                flow: slot.flow.info.id,
+                kind: TimerKind::Smoltcp,
+            };
+            self.timers.push(Reverse(timer));
         }
+    }
+
+    fn next_wakeup(&self) -> Option<Duration> {
+        self.timers
+            .peek()
+            .map(|Reverse(timer)| timer.at.saturating_duration_since(Instant::now()))
     }
 
     fn note_host_event(&mut self, key: usize, event: &mio::event::Event) {
@@ -305,15 +349,25 @@ impl Stack {
             }
         };
 
-        match self.by_tuple.get(&(header.src, header.dst)).copied() {
-            Some(key) => self.mark(key),
-            None if header.is_initial_syn() && !self.open_flow(&header) => return,
-            // smoltcp answers segments of unknown connections with a reset.
-            None => {}
+        let tuple = (header.src, header.dst);
+        let mut key = self.by_tuple.get(&tuple).copied();
+        if key.is_none() && header.is_initial_syn() {
+            if !self.open_flow(&header) {
+                return;
+            }
+            key = self.by_tuple.get(&tuple).copied();
         }
         self.device.queue_for_smoltcp(len);
+        let sockets = match key {
+            Some(key) => {
+                self.mark(key);
+                &mut self.flows[key].sockets
+            }
+            // smoltcp answers segments of unknown connections with a reset.
+            None => &mut self.no_flow,
+        };
         self.iface
-            .poll_ingress_single(now(), &mut self.device, &mut self.sockets);
+            .poll_ingress_single(now(), &mut self.device, sockets);
     }
 
     /// Decides a new flow. Returns whether the SYN should go on to smoltcp.
@@ -371,20 +425,20 @@ impl Stack {
         };
 
         let connecting = matches!(phase, Phase::Connecting { .. });
-        let handle = self.sockets.add(self.new_socket(syn.dst, connecting));
+        let mut sockets = SocketSet::new(Vec::with_capacity(1));
+        let handle = sockets.add(self.new_socket(syn.dst, connecting));
         let deadline = match &phase {
             Phase::Connecting { deadline, .. } => Some(*deadline),
             Phase::Open => None,
         };
         let flow = TcpFlow::new(info, handle, *syn, phase, upstream, inspector);
-        let key = self.flows.insert(flow);
+        let key = self.flows.insert(Slot { flow, sockets });
         let registered = self.flows[key]
             .upstream
             .register(self.poll.registry(), Token(key + FIRST_FLOW));
         if let Err(err) = registered {
             self.handler.tcp_connect_failed(&info, &err);
             self.device.send(&packet::tcp_reset_for_syn(syn));
-            self.sockets.remove(handle);
             self.flows.remove(key);
             return false;
         }
@@ -424,7 +478,7 @@ impl Stack {
 
     /// Finishes or advances a host-side connect after an event on its socket.
     fn check_connect(&mut self, key: usize) {
-        let flow = &mut self.flows[key];
+        let Slot { flow, sockets } = &mut self.flows[key];
         let Upstream::Tcp(stream) = &flow.upstream else {
             return;
         };
@@ -442,7 +496,7 @@ impl Stack {
                 if let Err(err) = stream.set_nodelay(true) {
                     tracing::debug!(error = %err, "setting TCP_NODELAY failed");
                 }
-                self.sockets
+                sockets
                     .get_mut::<tcp::Socket>(flow.handle)
                     .pause_synack(false);
                 let info = flow.info;
@@ -455,7 +509,7 @@ impl Stack {
     /// Tries the next address after a failed connect, or refuses the jail's SYN.
     fn next_candidate(&mut self, key: usize, err: io::Error) {
         let registry = self.poll.registry();
-        let flow = &mut self.flows[key];
+        let flow = &mut self.flows[key].flow;
         let Phase::Connecting {
             current,
             remaining,
@@ -495,9 +549,8 @@ impl Stack {
 
     /// Answers a pending SYN with a reset and forgets the flow.
     fn refuse(&mut self, key: usize, err: io::Error) {
-        let flow = self.flows.remove(key);
+        let flow = self.flows.remove(key).flow;
         self.by_tuple.remove(&(flow.info.src, flow.info.dst));
-        self.sockets.remove(flow.handle);
         self.device.send(&packet::tcp_reset_for_syn(&flow.syn));
         self.handler.tcp_connect_failed(&flow.info, &err);
     }
@@ -510,19 +563,25 @@ impl Stack {
                 break;
             }
             let Reverse(timer) = self.timers.pop().expect("peeked");
-            let Some(flow) = self.flows.get_mut(timer.key) else {
+            let Some(Slot { flow, sockets }) = self.flows.get_mut(timer.key) else {
                 continue;
             };
             if flow.info.id != timer.flow {
                 continue;
             }
             match (timer.kind, &flow.phase) {
+                (TimerKind::Smoltcp, _) => {
+                    if flow.next_poll.is_some_and(|at| at <= now) {
+                        flow.next_poll = None;
+                    }
+                    self.mark(timer.key);
+                }
                 (TimerKind::Connect, Phase::Connecting { deadline, .. }) if *deadline <= now => {
                     let err = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
                     self.next_candidate(timer.key, err);
                 }
                 (TimerKind::RefusalGrace, Phase::Open) => {
-                    let socket = self.sockets.get_mut::<tcp::Socket>(flow.handle);
+                    let socket = sockets.get_mut::<tcp::Socket>(flow.handle);
                     flow.end_refusal_grace(socket);
                     self.mark(timer.key);
                 }
@@ -532,11 +591,11 @@ impl Stack {
     }
 
     fn pump(&mut self, key: usize) {
-        let Some(flow) = self.flows.get_mut(key) else {
+        let Some(Slot { flow, sockets }) = self.flows.get_mut(key) else {
             return;
         };
         flow.queued = false;
-        let socket = self.sockets.get_mut::<tcp::Socket>(flow.handle);
+        let socket = sockets.get_mut::<tcp::Socket>(flow.handle);
         let was_refusing = flow.is_refusing();
         flow.pump(socket);
         if flow.is_refusing() && !was_refusing {
@@ -553,20 +612,19 @@ impl Stack {
 
     /// Removes the flow if it is over.
     fn reap(&mut self, key: usize) {
-        let Some(flow) = self.flows.get(key) else {
+        let Some(Slot { flow, sockets }) = self.flows.get(key) else {
             return;
         };
-        let socket = self.sockets.get::<tcp::Socket>(flow.handle);
+        let socket = sockets.get::<tcp::Socket>(flow.handle);
 
         if let Phase::Connecting { .. } = flow.phase {
             // The jail reset or gave up on a flow whose connect is still in flight.
             // The SYN went to smoltcp when the flow opened, so LISTEN or CLOSED now means the
             // jail reset the connection (smoltcp sends a half-open socket back to LISTEN).
             if matches!(socket.state(), tcp::State::Listen | tcp::State::Closed) {
-                let mut flow = self.flows.remove(key);
+                let mut flow = self.flows.remove(key).flow;
                 flow.upstream.deregister(self.poll.registry());
                 self.by_tuple.remove(&(flow.info.src, flow.info.dst));
-                self.sockets.remove(flow.handle);
                 let err = io::Error::new(
                     io::ErrorKind::ConnectionAborted,
                     "the jail reset the connection before the upstream connect finished",
@@ -583,13 +641,12 @@ impl Stack {
     }
 
     fn remove(&mut self, key: usize, reason: CloseReason) {
-        let mut flow = self.flows.remove(key);
+        let mut flow = self.flows.remove(key).flow;
         flow.upstream.deregister(self.poll.registry());
         if matches!(reason, CloseReason::JailReset | CloseReason::Shutdown) {
             flow.upstream.set_reset_on_close();
         }
         self.by_tuple.remove(&(flow.info.src, flow.info.dst));
-        self.sockets.remove(flow.handle);
         let stats = FlowStats {
             bytes_from_jail: flow.bytes_from_jail,
             bytes_to_jail: flow.bytes_to_jail,
@@ -602,7 +659,7 @@ impl Stack {
     fn close_all(&mut self) {
         let keys: Vec<usize> = self.flows.iter().map(|(key, _)| key).collect();
         for key in keys {
-            if matches!(self.flows[key].phase, Phase::Open) {
+            if matches!(self.flows[key].flow.phase, Phase::Open) {
                 self.remove(key, CloseReason::Shutdown);
             } else {
                 let err = io::Error::new(io::ErrorKind::Interrupted, "supervisor shut down");

@@ -128,6 +128,8 @@ pub(crate) struct TcpFlow {
     pub failure: Option<CloseReason>,
     /// Queued in the stack's list of flows to pump.
     pub queued: bool,
+    /// When the stack's timer heap will next poll this flow's socket.
+    pub next_poll: Option<Instant>,
 }
 
 impl TcpFlow {
@@ -161,6 +163,7 @@ impl TcpFlow {
             opened: Instant::now(),
             failure: None,
             queued: false,
+            next_poll: None,
         }
     }
 
