@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -141,7 +141,8 @@ fn user_can_execute(user: &User, path: &Path) -> bool {
 
 /// Copies `bin` to `<tmp>/netjail-integration-bin/netjail-<size>-<mtime>`.
 ///
-/// NOTE: copies of earlier builds stay there; each is one binary per build.
+/// NOTE: nothing removes the copies of earlier builds, so the directory keeps
+/// one file per build that a rootless test run needed to copy.
 fn copy_to_shared_dir(bin: &Path) -> PathBuf {
     let metadata = std::fs::metadata(bin).expect("reading the netjail binary's metadata failed");
     let modified = metadata
@@ -153,6 +154,13 @@ fn copy_to_shared_dir(bin: &Path) -> PathBuf {
 
     let dir = std::env::temp_dir().join("netjail-integration-bin");
     std::fs::create_dir_all(&dir).expect("creating the shared binary directory failed");
+    let owner = std::fs::metadata(&dir).map(|m| m.uid());
+    assert_eq!(
+        owner.ok(),
+        Some(geteuid().as_raw()),
+        "{} belongs to another user; remove it",
+        dir.display()
+    );
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
         .expect("setting permissions on the shared binary directory failed");
     let name = format!("netjail-{}-{}", metadata.len(), since_epoch.as_nanos());
@@ -186,6 +194,10 @@ pub struct JailCommand {
     audit_log: Option<PathBuf>,
     timeout: Duration,
     signal: Option<(Duration, Signal)>,
+    /// Programs that run netjail, started as the test process's user.
+    outer_wrapper: Vec<OsString>,
+    /// Programs that run netjail, started after the switch to the test user.
+    inner_wrapper: Vec<OsString>,
 }
 
 impl JailCommand {
@@ -200,7 +212,28 @@ impl JailCommand {
             audit_log: Some(workdir.join("audit.jsonl")),
             timeout: DEFAULT_TIMEOUT,
             signal: None,
+            outer_wrapper: Vec::new(),
+            inner_wrapper: Vec::new(),
         }
+    }
+
+    /// Runs netjail through `wrapper`, a program and its arguments that
+    /// end by executing the rest of the command line (`setpriv ...`,
+    /// `unshare -m sh -c '...; exec "$@"' sh`). It starts as the test
+    /// process's user, before the switch to [`TEST_USER`], so it may do what
+    /// needs root. A later call wraps inside an earlier one.
+    pub fn wrap<S: AsRef<std::ffi::OsStr>>(mut self, wrapper: &[S]) -> Self {
+        let args = wrapper.iter().map(|arg| arg.as_ref().to_owned());
+        self.outer_wrapper.extend(args);
+        self
+    }
+
+    /// Like [`JailCommand::wrap`], but the wrapper starts after the switch
+    /// to [`TEST_USER`], as the user netjail runs as.
+    pub fn wrap_as_user<S: AsRef<std::ffi::OsStr>>(mut self, wrapper: &[S]) -> Self {
+        let args = wrapper.iter().map(|arg| arg.as_ref().to_owned());
+        self.inner_wrapper.extend(args);
+        self
     }
 
     /// Sends the audit log to standard error (`--audit-log -`) in place of
@@ -261,8 +294,32 @@ impl JailCommand {
     /// Panics when the run takes longer than the timeout, after killing
     /// netjail's process group.
     pub fn run<S: AsRef<str>>(self, command: &[S]) -> JailOutput {
-        let command: Vec<String> = command.iter().map(|arg| arg.as_ref().to_owned()).collect();
-        let mut process = self.build(&command);
+        let mut args: Vec<OsString> = vec!["run".into()];
+        match &self.audit_log {
+            Some(path) => args.extend(["--audit-log".into(), path.into()]),
+            None => args.extend(["--audit-log".into(), "-".into()]),
+        }
+        args.extend(self.options.iter().cloned());
+        args.push("--".into());
+        args.extend(command.iter().map(|arg| OsString::from(arg.as_ref())));
+        self.execute(&args)
+    }
+
+    /// Runs `netjail doctor OPTIONS ARGS...` and waits for it to exit. The
+    /// options added with [`JailCommand::option`] come first; the audit log
+    /// is not used.
+    pub fn doctor(mut self, args: &[&str]) -> JailOutput {
+        let mut doctor_args: Vec<OsString> = vec!["doctor".into()];
+        doctor_args.extend(self.options.iter().cloned());
+        doctor_args.extend(args.iter().map(OsString::from));
+        self.audit_log = None;
+        self.execute(&doctor_args)
+    }
+
+    /// Runs netjail with `args` and waits for it to exit; panics after
+    /// killing netjail's process group when the timeout passes.
+    fn execute(self, args: &[OsString]) -> JailOutput {
+        let mut process = self.build(args);
         let command_line = format!("{process:?}");
 
         let started = Instant::now();
@@ -292,23 +349,19 @@ impl JailCommand {
         output
     }
 
-    fn build(&self, command: &[String]) -> Command {
+    fn build(&self, args: &[OsString]) -> Command {
         let user = self.mode.switch_to_user();
         let bin = netjail_bin_for(user.as_ref());
-        let mut process = match &user {
-            Some(user) => {
-                let mut setpriv = Command::new("setpriv");
-                setpriv.args(setpriv_args(user)).arg(bin);
-                setpriv
-            }
-            None => Command::new(bin),
-        };
-        process.arg("run");
-        match &self.audit_log {
-            Some(path) => process.arg("--audit-log").arg(path),
-            None => process.args(["--audit-log", "-"]),
-        };
-        process.args(&self.options).arg("--").args(command);
+        let mut argv = self.outer_wrapper.clone();
+        if let Some(user) = &user {
+            argv.push("setpriv".into());
+            argv.extend(setpriv_args(user).into_iter().map(OsString::from));
+        }
+        argv.extend(self.inner_wrapper.iter().cloned());
+        argv.push(bin.into());
+        argv.extend(args.iter().cloned());
+        let mut process = Command::new(&argv[0]);
+        process.args(&argv[1..]);
 
         process.env_clear();
         process.env("PATH", JAIL_PATH);
