@@ -16,6 +16,11 @@ const LARGE_LEN: u64 = 256 << 20;
 
 const LARGE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// An upper bound on the HTTP bytes around a 256 MiB body: headers, and for
+/// chunked uploads the chunk framing. It is generous: 256 KiB is 26,000
+/// chunks of 10 framing bytes, one per 10 KiB of body.
+const MAX_HTTP_OVERHEAD: u64 = 256 << 10;
+
 jail_tests!(
     curl_download_256_mib,
     curl_upload_256_mib_content_length,
@@ -40,6 +45,13 @@ fn curl_download_256_mib(mode: Mode) {
     assert_eq!(output.code(), Some(0), "{}", output.describe());
     let expected = content::payload_sha256(LARGE_LEN);
     assert_eq!(output.stdout.trim(), expected, "{}", output.describe());
+
+    let audit = output.audit();
+    let closes = audit.flow_closes(WEB_NAME);
+    assert_eq!(closes.len(), 1, "{:?}", audit.event_names());
+    let to_jail = closes[0].bytes_to_jail;
+    assert!(to_jail > LARGE_LEN, "{:?}", closes[0]);
+    assert!(to_jail < LARGE_LEN + MAX_HTTP_OVERHEAD, "{:?}", closes[0]);
 }
 
 fn curl_upload_256_mib_content_length(mode: Mode) {
@@ -79,6 +91,13 @@ fn curl_upload_256_mib(mode: Mode, chunked: bool) {
     assert_eq!(uploads.len(), 1, "{uploads:?}");
     assert_eq!(uploads[0].len, LARGE_LEN);
     assert_eq!(uploads[0].chunked, chunked);
+
+    let audit = output.audit();
+    let closes = audit.flow_closes(WEB_NAME);
+    assert_eq!(closes.len(), 1, "{:?}", audit.event_names());
+    let from_jail = closes[0].bytes_from_jail;
+    assert!(from_jail > LARGE_LEN, "{:?}", closes[0]);
+    assert!(from_jail < LARGE_LEN + MAX_HTTP_OVERHEAD, "{:?}", closes[0]);
 }
 
 /// The client shuts down its write side after the request and the server
