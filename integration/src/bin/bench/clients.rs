@@ -14,9 +14,9 @@ use hickory_proto::rr::{Name, RecordType};
 use crate::error::{Context, Result, bail};
 use crate::stats::percentile_micros;
 
-/// Round trips before timing starts, so caches, the TCP window and the CPU
-/// frequency settle.
-const WARMUP_ROUND_TRIPS: usize = 200;
+/// Untimed round trips or DNS queries before timing starts, so caches, the
+/// TCP window and the CPU frequency settle.
+pub const WARMUP_COUNT: usize = 200;
 
 /// The limit on one DNS reply; a query without a reply in time is counted
 /// as lost and not as a latency sample.
@@ -52,13 +52,13 @@ pub fn run_round_trips(host: &str, port: u16, count: usize, size: usize) -> Resu
     let request = vec![b'x'; size];
     let mut reply = vec![0; size];
     let mut samples = Vec::with_capacity(count);
-    for i in 0..WARMUP_ROUND_TRIPS + count {
+    for i in 0..WARMUP_COUNT + count {
         let started = Instant::now();
         stream.write_all(&request)?;
         stream
             .read_exact(&mut reply)
             .context("reading the echo failed")?;
-        if i >= WARMUP_ROUND_TRIPS {
+        if i >= WARMUP_COUNT {
             samples.push(started.elapsed());
         }
     }
@@ -84,12 +84,12 @@ pub fn run_dns_queries(server: SocketAddr, name: &str, count: usize) -> Result<(
 
     let mut samples = Vec::with_capacity(count);
     let mut lost = 0usize;
-    for i in 0..WARMUP_ROUND_TRIPS + count {
+    for i in 0..WARMUP_COUNT + count {
         let id = (i % usize::from(u16::MAX)) as u16;
         let started = Instant::now();
         let answered = query_once(&socket, &name, id)?;
         let elapsed = started.elapsed();
-        if i < WARMUP_ROUND_TRIPS {
+        if i < WARMUP_COUNT {
             continue;
         }
         match answered {

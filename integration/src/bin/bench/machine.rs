@@ -3,7 +3,7 @@
 use std::fs;
 use std::process::Command;
 
-/// What the report says about the machine the suite ran on.
+/// Facts about the machine the suite ran on, for the report.
 pub struct Machine {
     pub cpu_model: String,
     pub cores: usize,
@@ -50,6 +50,17 @@ fn first_value(text: &str, key: &str) -> Option<String> {
 
 fn unknown() -> String {
     "unknown".to_owned()
+}
+
+/// Returns the first three fields of /proc/loadavg: the load averages over
+/// 1, 5 and 15 minutes.
+pub fn load_average() -> String {
+    let loadavg = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let fields: Vec<&str> = loadavg.split_whitespace().take(3).collect();
+    match fields.len() {
+        3 => fields.join(", "),
+        _ => unknown(),
+    }
 }
 
 /// Returns the installed version of a Debian package, or `None` when it is

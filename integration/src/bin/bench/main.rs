@@ -38,9 +38,9 @@ use crate::servers::{BENCH_NAME, Servers};
 /// The unprivileged user that `scripts/bench` (like `scripts/test`) creates.
 const DEFAULT_USER: &str = "netjail-test";
 
-/// The descriptor limit the suite asks for: 10,000 connections in the jail
+/// The descriptor limit the suite requests: 10,000 connections in the jail
 /// need as many descriptors in the client, in netjail and in the server.
-const WANTED_NOFILE: u64 = 65_536;
+const REQUESTED_NOFILE: u64 = 65_536;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -116,6 +116,7 @@ fn run_suite(args: &[String]) -> Result<i32> {
     let launcher = Launcher::new(netjail_bin, user.clone(), servers.dns.addr(), run_dir);
     let unavailable = probe_paths(&launcher, &options);
     let started = SystemTime::now();
+    let load_before = machine::load_average();
 
     let mut suite = Suite {
         options: &options,
@@ -125,6 +126,7 @@ fn run_suite(args: &[String]) -> Result<i32> {
         dnsperf_input,
         unavailable,
         results: Default::default(),
+        upstream_noted: false,
     };
     suite.run_all();
 
@@ -134,6 +136,8 @@ fn run_suite(args: &[String]) -> Result<i32> {
         user: user.as_ref().map(|user| user.name.clone()),
         started,
         finished: SystemTime::now(),
+        load_before,
+        load_after: machine::load_average(),
         results: &suite.results,
     }
     .render();
@@ -148,13 +152,13 @@ fn run_suite(args: &[String]) -> Result<i32> {
     Ok(0)
 }
 
-/// Raises the descriptor limit to [`WANTED_NOFILE`], or when that is not
+/// Raises the descriptor limit to [`REQUESTED_NOFILE`], or when that is not
 /// permitted (no CAP_SYS_RESOURCE), the soft limit to the hard one. Children
 /// inherit the limit.
 fn raise_nofile_limit() -> Result<()> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    if hard < WANTED_NOFILE
-        && setrlimit(Resource::RLIMIT_NOFILE, WANTED_NOFILE, WANTED_NOFILE).is_ok()
+    if hard < REQUESTED_NOFILE
+        && setrlimit(Resource::RLIMIT_NOFILE, REQUESTED_NOFILE, REQUESTED_NOFILE).is_ok()
     {
         return Ok(());
     }

@@ -376,7 +376,8 @@ impl Running {
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     bail!(
-                        "the command ended before printing {prefix:?}\n{}",
+                        "the command ended before printing {prefix:?}: {}\n{}",
+                        self.last_stderr_line(),
                         self.describe()
                     )
                 }
@@ -410,7 +411,11 @@ impl Running {
             self.stdout_lines.push(line);
         }
         if !status.success() {
-            bail!("exited with {status}\n{}", self.describe());
+            bail!(
+                "exited with {status}: {}\n{}",
+                self.last_stderr_line(),
+                self.describe()
+            );
         }
         Ok(self.stdout_lines.join("\n"))
     }
@@ -422,6 +427,19 @@ impl Running {
         while self.threads.iter().any(|thread| !thread.is_finished()) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Returns the last non-empty line of standard error, which usually says
+    /// why a client failed, for the first line of an error message.
+    fn last_stderr_line(&self) -> String {
+        let stderr = self.stderr.lock().unwrap();
+        String::from_utf8_lossy(&stderr)
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|line| !line.is_empty())
+            .unwrap_or("no output on standard error")
+            .to_owned()
     }
 
     /// Formats the command line and the end of its standard error, for error

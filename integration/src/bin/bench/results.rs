@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::paths::NetworkPath;
 use crate::stats::median;
 
-/// What one row of a results table measures.
+/// The quantity one row of a results table shows.
 #[derive(Clone, Copy, Debug)]
 pub struct Metric {
     /// A stable identifier that the target checks look rows up by.

@@ -1,6 +1,6 @@
 //! The servers the clients talk to, all on the host's 127.0.0.1: iperf3, the
-//! HTTP fixture, a TCP echo server, a server that holds idle connections, and
-//! the fixture DNS server that netjail uses as its upstream resolver.
+//! HTTP fixture, a TCP echo server, a server that keeps idle connections open,
+//! and the fixture DNS server that netjail uses as its upstream resolver.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

@@ -11,7 +11,8 @@ use crate::options::Options;
 use crate::paths::NetworkPath;
 use crate::results::{Results, Row};
 
-/// The longest reason shown for a missing value; the rest is in the log.
+/// The maximum length of a reason shown for a missing value. The full
+/// reason is in the suite's log on standard error.
 const MAX_REASON_LEN: usize = 300;
 
 pub struct Report<'a> {
@@ -21,6 +22,9 @@ pub struct Report<'a> {
     pub user: Option<String>,
     pub started: SystemTime,
     pub finished: SystemTime,
+    /// /proc/loadavg before the first case and after the last one.
+    pub load_before: String,
+    pub load_after: String,
     pub results: &'a Results,
 }
 
@@ -58,6 +62,11 @@ impl Report<'_> {
             "- Date: {} to {} (UTC)",
             format_time(self.started),
             format_time(self.finished)
+        );
+        let _ = writeln!(
+            page,
+            "- Load average (1, 5, 15 min): {} before, {} after",
+            self.load_before, self.load_after
         );
         if let Some(revision) = git_revision() {
             let _ = writeln!(page, "- netjail revision: {revision}, release build");

@@ -143,6 +143,14 @@ fn memory(results: &Results) -> String {
             " With 10,000: {} MiB.",
             format_value(large, "MiB")
         ));
+        if let Some(empty) = results.netjail(memory_key(0)) {
+            let per_connection_kib = (large - empty) * 1024.0 / 10_000.0;
+            sentence.push_str(&format!(
+                " That is about {per_connection_kib:.1} KiB per idle connection over the \
+                 {} MiB with none.",
+                format_value(empty, "MiB")
+            ));
+        }
     }
     sentence
 }
