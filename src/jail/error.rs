@@ -25,6 +25,20 @@ pub enum JailError {
         /// Number of threads found in `/proc/self/task`.
         threads: usize,
     },
+    /// The jail was to be created without a user namespace, but this process
+    /// lacks CAP_SYS_ADMIN, which creating the other namespaces then needs.
+    #[error(
+        "--no-user-namespace needs CAP_SYS_ADMIN, which this process lacks ({capabilities}). \
+         Without a user namespace, creating the network, mount and PID namespaces needs it, \
+         and container runtimes drop it unless granted (Docker: --cap-add SYS_ADMIN). \
+         Leave out --no-user-namespace (and `user_namespace = false` in the configuration \
+         file), so that netjail creates a user namespace, which needs no capability, or grant \
+         CAP_SYS_ADMIN"
+    )]
+    NoUserNamespaceWithoutCapSysAdmin {
+        /// The effective capability mask and where it was read.
+        capabilities: String,
+    },
     /// A step of jail setup failed, in the supervisor or inside the jail.
     #[error("{}", describe_failure(*.step, *.errno, .detail, .hint.as_deref()))]
     Failed {

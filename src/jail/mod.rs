@@ -111,6 +111,7 @@
 mod channel;
 mod diagnose;
 mod error;
+pub(crate) mod facts;
 mod init;
 mod mounts;
 mod namespaces;
@@ -223,6 +224,7 @@ impl Jail {
     /// Returns an error naming the failed step, the errno and what to change.
     pub fn spawn(config: &JailConfig) -> Result<Jail, JailError> {
         let argv = command_argv(&config.command)?;
+        check_capabilities(config.user_namespace)?;
         signals::ensure_single_threaded()?;
         block_forwarded_signals()?;
         let (supervisor_end, jail_end) =
@@ -381,6 +383,22 @@ fn command_argv(command: &[OsString]) -> Result<Vec<CString>, JailError> {
             })
         })
         .collect()
+}
+
+/// Rejects a jail without a user namespace when this process lacks
+/// CAP_SYS_ADMIN, before anything is created, so the message names the
+/// missing capability rather than a refused clone(2).
+fn check_capabilities(user_namespace: bool) -> Result<(), JailError> {
+    if user_namespace {
+        return Ok(());
+    }
+    let facts = facts::HostFacts::read();
+    if facts.has_cap_sys_admin() {
+        return Ok(());
+    }
+    Err(JailError::NoUserNamespaceWithoutCapSysAdmin {
+        capabilities: facts.describe_caps(),
+    })
 }
 
 fn set_non_blocking(fd: &OwnedFd) -> nix::Result<()> {
