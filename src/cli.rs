@@ -27,6 +27,23 @@ pub struct Cli {
 pub enum Command {
     /// Run COMMAND in a network jail.
     Run(RunArgs),
+    /// Check what `netjail run` needs on this machine and say what to change.
+    ///
+    /// Prints one line per check, the mode `netjail run` would use, and
+    /// whether it can start. Runs no command in a jail. Exits with 0 when
+    /// `netjail run` can start and with 1 when it cannot.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Check the mode of `netjail run --no-user-namespace`.
+    #[arg(long)]
+    pub no_user_namespace: bool,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +166,7 @@ mod tests {
         let argv = ["netjail", "run"].iter().chain(args);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Run(run) => run,
+            command => panic!("expected the run subcommand, got {command:?}"),
         }
     }
 
@@ -164,6 +182,18 @@ mod tests {
         ]);
         assert_eq!(args.allow, ["domain=a.test"]);
         assert_eq!(args.command, ["curl", "-s", "http://a.test"]);
+    }
+
+    #[test]
+    fn doctor_takes_json_and_mode() {
+        let cli = Cli::try_parse_from(["netjail", "doctor", "--json", "--no-user-namespace"]);
+        match cli.unwrap().command {
+            Command::Doctor(args) => {
+                assert!(args.json);
+                assert!(args.no_user_namespace);
+            }
+            command => panic!("expected the doctor subcommand, got {command:?}"),
+        }
     }
 
     #[test]

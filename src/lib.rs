@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod cli;
 pub mod dns;
+pub mod doctor;
 pub mod http;
 pub mod jail;
 pub mod policy;

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
 
     let result = match cli.command {
         Command::Run(args) => args.into_settings().and_then(netjail::supervisor::run),
+        Command::Doctor(args) => netjail::doctor::run(&args),
     };
     match result {
         Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),

@@ -216,6 +216,18 @@ impl TunDevice {
     }
 }
 
+/// Opens `/dev/net/tun` for reading and writing and closes it again, which
+/// creates no interface. Returns the errno of a failed open.
+pub(crate) fn try_open_tun() -> Result<(), Errno> {
+    let fd = nix::fcntl::open(
+        TUN_PATH,
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    drop(fd);
+    Ok(())
+}
+
 /// Mount points below /proc, which hide parts of it. A user namespace may
 /// mount a new /proc only where the existing one is fully visible, so
 /// container runtimes that mask /proc paths (Docker's `/proc/kcore`,
