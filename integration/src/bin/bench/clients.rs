@@ -182,7 +182,7 @@ pub fn run_hold(
 }
 
 /// Returns when standard input has a line or is closed, or after `limit`.
-fn wait_for_stdin(limit: Duration) {
+pub fn wait_for_stdin(limit: Duration) {
     let (done, wait) = mpsc::channel();
     // The thread stays blocked on stdin when the limit passes first; the
     // process exits soon after, which ends it.

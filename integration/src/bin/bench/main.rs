@@ -47,6 +47,7 @@ fn main() {
     let result = match args.split_first() {
         Some((command, rest)) if command == "run" => run_suite(rest),
         Some((command, rest)) if command == "client" => run_client(rest),
+        Some((command, rest)) if command == "serve" => serve(rest),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
@@ -59,6 +60,39 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// The default limit of `bench serve`, in seconds.
+const DEFAULT_SERVE_SECONDS: u64 = 3600;
+
+/// Starts the servers, prints how to reach them, and keeps them up until
+/// standard input closes or the time limit passes.
+fn serve(args: &[String]) -> Result<i32> {
+    let seconds = match args.first() {
+        Some(value) => value
+            .parse()
+            .ok()
+            .with_context(|| format!("invalid number of seconds {value:?}\n\n{USAGE}"))?,
+        None => DEFAULT_SERVE_SECONDS,
+    };
+    raise_nofile_limit()?;
+    let logdir = tempfile::tempdir().context("creating a temporary directory failed")?;
+    let servers = Servers::start(&logdir.path().join("iperf3-server.log"))?;
+    println!("resolver    {}", servers.dns.addr());
+    println!("name        {BENCH_NAME} (A 127.0.0.1)");
+    println!("iperf3      port {}", servers.iperf.port);
+    println!("http        port {}", servers.http.port());
+    println!("echo        port {}", servers.echo_port);
+    println!("hold        port {}", servers.hold.port);
+    println!(
+        "example     netjail run --resolver {} --allow 'domain={BENCH_NAME} cidr=127.0.0.0/8' \
+         -- iperf3 --client {BENCH_NAME} --port {} --time 10",
+        servers.dns.addr(),
+        servers.iperf.port
+    );
+    eprintln!("bench: serving for up to {seconds} s; close standard input (Ctrl-D) to stop");
+    clients::wait_for_stdin(Duration::from_secs(seconds));
+    Ok(0)
 }
 
 fn run_client(args: &[String]) -> Result<i32> {

@@ -8,6 +8,9 @@ use crate::paths::NetworkPath;
 pub const USAGE: &str = "\
 Usage:
   bench run [OPTIONS]      run the suite and write the report
+  bench serve [SECONDS]    start the servers, print their addresses and keep
+                           them up until standard input closes or SECONDS
+                           pass (default 3600), for runs by hand, e.g. under perf
   bench client CLIENT ...  run one client (the suite starts these itself)
 
 Options of `bench run`:
