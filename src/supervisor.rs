@@ -288,7 +288,8 @@ impl Supervisor {
             return self.deny(flow, Some(entry.name), rule, reason);
         };
         let name = Some(entry.name);
-        let inspector = self.inspector(flow, name.clone(), allowed[0].ip(), check_requests);
+        let target = (name.clone(), allowed[0].ip());
+        let inspector = self.inspector(flow, target, &rule, check_requests);
         self.remember(flow, name, rule);
         TcpVerdict::Connect {
             upstream: allowed,
@@ -320,13 +321,16 @@ impl Supervisor {
         }
     }
 
+    /// Builds the inspector of a flow to `target`, a name (or none) and the address the
+    /// policy allowed.
     fn inspector(
         &self,
         flow: &FlowInfo,
-        name: Option<String>,
-        addr: IpAddr,
+        target: (Option<String>, IpAddr),
+        rule: &str,
         check_requests: bool,
     ) -> Box<dyn netstack::Inspector> {
+        let (name, addr) = target;
         Box::new(FlowInspector::new(FlowContext {
             policy: self.policy.clone(),
             audit: self.audit.clone(),
@@ -334,6 +338,7 @@ impl Supervisor {
             name,
             addr,
             check_requests,
+            rule: rule.to_string(),
         }))
     }
 

@@ -31,6 +31,9 @@ pub struct StackConfig {
     pub prefix_v6: u8,
     /// MTU of the TUN device, in bytes.
     pub mtu: usize,
+    /// The TUN device was opened with IFF_VNET_HDR and TUN_F_CSUM: each packet has a
+    /// virtio-net header and checksums are offloaded.
+    pub vnet_hdr: bool,
     /// Receive buffer of each TCP flow, jail to host, in bytes.
     pub tcp_rx_buffer: usize,
     /// Send buffer of each TCP flow, host to jail, in bytes.
@@ -52,6 +55,7 @@ impl Default for StackConfig {
             gateway_v6: Ipv6Addr::new(0xfd6e, 0x6a00, 0, 0, 0, 0, 0, 1),
             prefix_v6: 64,
             mtu: 65520,
+            vnet_hdr: true,
             tcp_rx_buffer: 512 * 1024,
             tcp_tx_buffer: 512 * 1024,
             max_flows: 16384,

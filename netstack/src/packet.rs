@@ -44,8 +44,10 @@ impl TcpHeader {
     }
 }
 
-/// Parses an IP packet from the jail far enough to route it.
-pub(crate) fn classify(buf: &[u8]) -> Packet<'_> {
+/// Parses an IP packet from the jail far enough to route it. With `verify_checksums` off,
+/// which a device with checksum offload needs because its packets carry partial sums, TCP
+/// and UDP checksums are not checked.
+pub(crate) fn classify(buf: &[u8], verify_checksums: bool) -> Packet<'_> {
     let Some(&first) = buf.first() else {
         return Packet::Malformed;
     };
@@ -58,8 +60,8 @@ pub(crate) fn classify(buf: &[u8]) -> Packet<'_> {
         return Packet::Malformed;
     };
     match ip.protocol {
-        IpProtocol::Tcp => classify_tcp(&ip),
-        IpProtocol::Udp => classify_udp(&ip),
+        IpProtocol::Tcp => classify_tcp(&ip, verify_checksums),
+        IpProtocol::Udp => classify_udp(&ip, verify_checksums),
         _ => Packet::Other,
     }
 }
@@ -104,11 +106,12 @@ fn split_ipv6(buf: &[u8]) -> Option<IpParts<'_>> {
     })
 }
 
-fn classify_tcp(ip: &IpParts<'_>) -> Packet<'static> {
+fn classify_tcp(ip: &IpParts<'_>, verify: bool) -> Packet<'static> {
     let Ok(tcp) = TcpPacket::new_checked(ip.payload) else {
         return Packet::Malformed;
     };
-    if !tcp.verify_checksum(&ip.src, &ip.dst) {
+    // Only a SYN is checked here, since it may create a flow; smoltcp reads the rest.
+    if verify && tcp.syn() && !tcp.verify_checksum(&ip.src, &ip.dst) {
         return Packet::Malformed;
     }
     Packet::Tcp(TcpHeader {
@@ -121,13 +124,13 @@ fn classify_tcp(ip: &IpParts<'_>) -> Packet<'static> {
     })
 }
 
-fn classify_udp<'a>(ip: &IpParts<'a>) -> Packet<'a> {
+fn classify_udp<'a>(ip: &IpParts<'a>, verify: bool) -> Packet<'a> {
     let Ok(udp) = UdpPacket::new_checked(ip.payload) else {
         return Packet::Malformed;
     };
     // An IPv4 UDP checksum of zero means "not computed" (RFC 768).
     let unchecked = ip.src.version() == smoltcp::wire::IpVersion::Ipv4 && udp.checksum() == 0;
-    if !unchecked && !udp.verify_checksum(&ip.src, &ip.dst) {
+    if verify && !unchecked && !udp.verify_checksum(&ip.src, &ip.dst) {
         return Packet::Malformed;
     }
     let len = usize::from(udp.len());
@@ -234,8 +237,8 @@ mod tests {
     #[test]
     fn syn_is_classified() {
         let buf = syn_v4();
-        let Packet::Tcp(tcp) = classify(&buf) else {
-            panic!("not tcp: {:?}", classify(&buf))
+        let Packet::Tcp(tcp) = classify(&buf, true) else {
+            panic!("not tcp: {:?}", classify(&buf, true))
         };
         assert!(tcp.is_initial_syn());
         assert_eq!(tcp.src, "198.19.0.2:40000".parse().unwrap());
@@ -246,11 +249,11 @@ mod tests {
     #[test]
     fn reset_acknowledges_the_syn() {
         let buf = syn_v4();
-        let Packet::Tcp(syn) = classify(&buf) else {
+        let Packet::Tcp(syn) = classify(&buf, true) else {
             panic!()
         };
         let reset = tcp_reset_for_syn(&syn);
-        let Packet::Tcp(header) = classify(&reset) else {
+        let Packet::Tcp(header) = classify(&reset, true) else {
             panic!("reset does not parse")
         };
         assert!(header.rst);
@@ -266,7 +269,7 @@ mod tests {
         let mut buf = syn_v4();
         let last = buf.len() - 1;
         buf[last] ^= 0xff;
-        assert_eq!(classify(&buf), Packet::Malformed);
+        assert_eq!(classify(&buf, true), Packet::Malformed);
     }
 
     #[test]
@@ -275,7 +278,7 @@ mod tests {
         let dst: SocketAddr = "[fd6e:6a00::2]:5353".parse().unwrap();
         let buf = udp_datagram(src, dst, b"hello").unwrap();
         assert_eq!(
-            classify(&buf),
+            classify(&buf, true),
             Packet::Udp {
                 src,
                 dst,
@@ -295,10 +298,10 @@ mod tests {
     fn truncated_input_never_panics() {
         let buf = syn_v4();
         for len in 0..buf.len() {
-            let _ = classify(&buf[..len]);
+            let _ = classify(&buf[..len], true);
         }
-        assert_eq!(classify(&[]), Packet::Malformed);
-        assert_eq!(classify(&[0x45]), Packet::Malformed);
-        assert_eq!(classify(&[0x60, 0, 0]), Packet::Malformed);
+        assert_eq!(classify(&[], true), Packet::Malformed);
+        assert_eq!(classify(&[0x45], true), Packet::Malformed);
+        assert_eq!(classify(&[0x60, 0, 0], true), Packet::Malformed);
     }
 }

@@ -157,7 +157,7 @@ impl Stack {
         handler: Box<dyn Handler>,
     ) -> Result<Stack, Error> {
         let poll = Poll::new().map_err(Error::Poll)?;
-        let mut device = TunDevice::new(tun, config.mtu);
+        let mut device = TunDevice::new(tun, config.mtu, config.vnet_hdr);
         poll.registry()
             .register(&mut SourceFd(&device.raw_fd()), TUN, Interest::READABLE)
             .map_err(Error::Poll)?;
@@ -333,7 +333,8 @@ impl Stack {
     }
 
     fn route_packet(&mut self, len: usize) {
-        let header = match packet::classify(self.device.packet(len)) {
+        let verify = !self.device.has_partial_checksums();
+        let header = match packet::classify(self.device.packet(len), verify) {
             Packet::Tcp(header) => header,
             Packet::Udp { src, dst, payload } => {
                 self.handler.udp_datagram(src, dst, payload);

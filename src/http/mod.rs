@@ -65,6 +65,8 @@ pub struct FlowContext {
     pub addr: IpAddr,
     /// Whether each request must pass `method` and `path` rules.
     pub check_requests: bool,
+    /// The rule that allowed the connection, recorded for requests that need no check.
+    pub rule: String,
 }
 
 enum State {
@@ -258,7 +260,7 @@ impl FlowInspector {
                 }
             }
         } else {
-            None
+            Some(self.context.rule.clone())
         };
 
         self.record(&head, &host, "allow", rule, None, None);

@@ -39,6 +39,7 @@ fn inspector(allow: &[&str], deny: &[&str], log: &SharedLog) -> FlowInspector {
         panic!("flow denied")
     };
     let check_requests = policy.checks_requests(&facts, rule);
+    let rule = rule.text.clone();
     let flow = FlowInfo {
         id: 9,
         src: "198.19.0.2:40000".parse().unwrap(),
@@ -52,6 +53,7 @@ fn inspector(allow: &[&str], deny: &[&str], log: &SharedLog) -> FlowInspector {
         name: Some("api.test".into()),
         addr,
         check_requests,
+        rule,
     })
 }
 
