@@ -52,8 +52,8 @@
 //!    lives on a tmpfs that exists only in the jail's mount namespace, so
 //!    nothing is written to the host's file systems.
 //! 4. The child brings `lo` up and creates the TUN device `tun0` (`IFF_TUN |
-//!    IFF_NO_PI | IFF_VNET_HDR`, with checksum offload). It turns IPv6 duplicate address detection and router
-//!    advertisements off on it, sets the MTU and a long transmit queue, and
+//!    IFF_NO_PI | IFF_VNET_HDR`, with checksum offload). It turns IPv6
+//!    duplicate address detection and router advertisements off on it, sets the MTU and a long transmit queue, and
 //!    brings it up. Then it adds the addresses of [`JailNetwork`] and on-link
 //!    default routes via the gateways, all over rtnetlink. It sends the TUN
 //!    descriptor with `SCM_RIGHTS` and closes its own copy, so the device
@@ -263,8 +263,8 @@ impl Jail {
 
     /// Takes the TUN device's file descriptor (`IFF_TUN | IFF_NO_PI |
     /// IFF_VNET_HDR` with `TUN_F_CSUM`, non-blocking, close-on-exec). Each
-    /// packet read or written starts with a 10-byte virtio-net header. The device exists as long as this
-    /// descriptor is open.
+    /// packet read or written starts with a 10-byte virtio-net header. The
+    /// device exists as long as this descriptor is open.
     ///
     /// # Panics
     ///
