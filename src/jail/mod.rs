@@ -54,10 +54,11 @@
 //! 4. The child brings `lo` up and creates the TUN device `tun0` (`IFF_TUN |
 //!    IFF_NO_PI | IFF_VNET_HDR`, with checksum offload). It turns IPv6
 //!    duplicate address detection and router advertisements off on it, sets
-//!    the MTU and a long transmit queue, and brings it up. Then it adds the addresses of [`JailNetwork`] and on-link
-//!    default routes via the gateways, all over rtnetlink. It sends the TUN
-//!    descriptor with `SCM_RIGHTS` and closes its own copy, so the device
-//!    exists exactly as long as the supervisor keeps the descriptor open.
+//!    the MTU and a long transmit queue, and brings it up. Then it adds the
+//!    addresses of [`JailNetwork`] and on-link default routes via the
+//!    gateways, all over rtnetlink. It sends the TUN descriptor with
+//!    `SCM_RIGHTS` and closes its own copy, so the device exists exactly as
+//!    long as the supervisor keeps the descriptor open.
 //! 5. On the start message, init forks the command process. That process
 //!    clears its signal mask, restores `SIGPIPE` to its default, marks every
 //!    descriptor above 2 close-on-exec (an inherited socket would bypass the
