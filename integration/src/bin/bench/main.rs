@@ -33,7 +33,7 @@ use crate::cases::Suite;
 use crate::error::{Context, Result, bail};
 use crate::options::{ClientArgs, Options, USAGE};
 use crate::paths::{Launcher, NetworkPath};
-use crate::servers::{BENCH_NAME, Servers};
+use crate::servers::{BENCH_NAME, DUAL_STACK_NAME, Servers};
 
 /// The unprivileged user that `scripts/bench` (like `scripts/test`) creates.
 const DEFAULT_USER: &str = "netjail-test";
@@ -144,7 +144,7 @@ fn run_suite(args: &[String]) -> Result<i32> {
         chown(&run_dir, Some(user.uid), Some(user.gid))?;
     }
     let dnsperf_input = run_dir.join("dnsperf-queries.txt");
-    fs::write(&dnsperf_input, format!("{BENCH_NAME} A\n"))?;
+    fs::write(&dnsperf_input, format!("{DUAL_STACK_NAME} A\n"))?;
 
     let servers = Servers::start(&workdir.path().join("iperf3-server.log"))?;
     let launcher = Launcher::new(netjail_bin, user.clone(), servers.dns.addr(), run_dir);
@@ -160,7 +160,7 @@ fn run_suite(args: &[String]) -> Result<i32> {
         dnsperf_input,
         unavailable,
         results: Default::default(),
-        upstream_noted: false,
+        upstream_noted: Default::default(),
     };
     suite.run_all();
 

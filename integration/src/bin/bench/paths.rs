@@ -30,7 +30,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Pid, User};
 
 use crate::error::{Context, Result, bail};
-use crate::servers::BENCH_NAME;
+use crate::servers::{BENCH_NAME, DUAL_STACK_NAME};
 
 /// The gateway address of the slirp4netns and pasta namespaces, which both
 /// map to the host's loopback.
@@ -176,6 +176,10 @@ impl Launcher {
             .arg(audit_log)
             .arg("--allow")
             .arg(format!("domain={BENCH_NAME} cidr=127.0.0.0/8"))
+            .arg("--allow")
+            .arg(format!("domain={DUAL_STACK_NAME} cidr=127.0.0.0/8"))
+            .arg("--allow")
+            .arg(format!("domain={DUAL_STACK_NAME} cidr=::1/128"))
             .arg("--")
             .args(argv);
         command

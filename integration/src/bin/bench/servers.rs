@@ -3,7 +3,7 @@
 //! and the fixture DNS server that netjail uses as its upstream resolver.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -20,6 +20,12 @@ use crate::error::{Context, Result, bail};
 /// The name every server is reached by from netjail's jail. The fixture DNS
 /// resolves it to 127.0.0.1 only, so netjail always connects over IPv4.
 pub const BENCH_NAME: &str = "bench.test";
+
+/// A name with both an A (127.0.0.1) and an AAAA (::1) record, for the DNS
+/// case. The fixture DNS answers a query for a missing type with no record
+/// and no SOA, which a resolver cannot cache, so only a name with both
+/// types can be answered entirely from netjail's cache.
+pub const DUAL_STACK_NAME: &str = "dual.test";
 
 /// Backlog of the hold server's listener: enough for the clients' sequential
 /// connects even while the accept loop is behind.
@@ -47,13 +53,18 @@ impl Servers {
             .enable_all()
             .build()
             .context("building the server runtime failed")?;
-        let zone = DnsZone::default().with_entry(
-            BENCH_NAME,
-            DnsEntry {
-                a: vec![Ipv4Addr::LOCALHOST],
-                ..DnsEntry::default()
-            },
-        );
+        let v4_only = DnsEntry {
+            a: vec![Ipv4Addr::LOCALHOST],
+            ..DnsEntry::default()
+        };
+        let dual_stack = DnsEntry {
+            a: vec![Ipv4Addr::LOCALHOST],
+            aaaa: vec![Ipv6Addr::LOCALHOST],
+            ..DnsEntry::default()
+        };
+        let zone = DnsZone::default()
+            .with_entry(BENCH_NAME, v4_only)
+            .with_entry(DUAL_STACK_NAME, dual_stack);
         let (dns, http, hold) = runtime.block_on(async {
             let dns = DnsServer::start(zone).await;
             let http = HttpServer::start(None).await;

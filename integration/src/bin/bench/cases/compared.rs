@@ -5,9 +5,10 @@ use super::Suite;
 use super::parse::{json_f64, parse_dnsperf, parse_iperf3_gbits, parse_json, parse_wrk};
 use super::strings;
 use crate::clients::WARMUP_COUNT;
+use crate::error::Result;
 use crate::paths::NetworkPath;
 use crate::results::Metric;
-use crate::servers::BENCH_NAME;
+use crate::servers::{BENCH_NAME, DUAL_STACK_NAME};
 
 /// The bytes of one request/response round trip.
 const ROUND_TRIP_SIZE: usize = 16;
@@ -134,7 +135,7 @@ impl Suite<'_> {
             Ok(vec![rate])
         });
 
-        let latency = [
+        let dual_stack = [
             Metric {
                 key: "dns-p50",
                 label: "DNS A query, sequential, p50",
@@ -146,39 +147,55 @@ impl Suite<'_> {
                 unit: "µs",
             },
         ];
-        self.compare(&latency, |suite, path| {
-            let server = path.dns_server(suite.servers.dns.addr());
-            let mut argv = suite.client_argv("dns");
-            argv.extend(strings(&[
-                "--server",
-                &server.to_string(),
-                "--name",
-                BENCH_NAME,
-            ]));
-            argv.extend(strings(&[
-                "--count",
-                &suite.options.dns_queries.to_string(),
-            ]));
-            let upstream_before = suite.servers.dns.queries().len();
-            let output = suite.launcher.run(path, &argv, suite.client_timeout())?;
-            let upstream = suite.servers.dns.queries().len() - upstream_before;
-            let result = parse_json(&output)?;
-            let lost = json_f64(&result, "lost")?;
-            if lost > 0.0 {
-                suite.note(format!("DNS latency client on {path}: {lost} queries lost"));
-            }
-            if path == NetworkPath::Netjail && !suite.upstream_noted {
-                suite.upstream_noted = true;
-                let sent = WARMUP_COUNT + suite.options.dns_queries;
-                suite.note(format!(
-                    "While the DNS latency client sent {sent} queries in the jail, netjail \
-                     sent {upstream} queries to the suite's DNS server."
-                ));
-            }
-            Ok(vec![
-                json_f64(&result, "p50_us")?,
-                json_f64(&result, "p99_us")?,
-            ])
+        self.compare(&dual_stack, |suite, path| {
+            suite.dns_latency(path, DUAL_STACK_NAME)
         });
+
+        let a_only = [
+            Metric {
+                key: "dns-a-only-p50",
+                label: "DNS A query, sequential, name without AAAA, p50",
+                unit: "µs",
+            },
+            Metric {
+                key: "dns-a-only-p99",
+                label: "DNS A query, sequential, name without AAAA, p99",
+                unit: "µs",
+            },
+        ];
+        self.compare(&a_only, |suite, path| suite.dns_latency(path, BENCH_NAME));
+    }
+
+    /// Runs the sequential DNS client for `name` on `path` and returns p50
+    /// and p99. On netjail's first run it also notes how many queries
+    /// netjail sent upstream, which shows whether it answered from a cache.
+    fn dns_latency(&mut self, path: NetworkPath, name: &str) -> Result<Vec<f64>> {
+        let server = path.dns_server(self.servers.dns.addr());
+        let mut argv = self.client_argv("dns");
+        argv.extend(strings(&["--server", &server.to_string(), "--name", name]));
+        argv.extend(strings(&["--count", &self.options.dns_queries.to_string()]));
+
+        let upstream_before = self.servers.dns.queries().len();
+        let output = self.launcher.run(path, &argv, self.client_timeout())?;
+        let upstream = self.servers.dns.queries().len() - upstream_before;
+        let result = parse_json(&output)?;
+
+        let lost = json_f64(&result, "lost")?;
+        if lost > 0.0 {
+            self.note(format!(
+                "DNS client for {name} on {path}: {lost} queries lost"
+            ));
+        }
+        if path == NetworkPath::Netjail && self.upstream_noted.insert(name.to_owned()) {
+            let sent = WARMUP_COUNT + self.options.dns_queries;
+            self.note(format!(
+                "While the DNS client sent {sent} A queries for {name} in the jail, netjail \
+                 sent {upstream} queries to the suite's DNS server."
+            ));
+        }
+        Ok(vec![
+            json_f64(&result, "p50_us")?,
+            json_f64(&result, "p99_us")?,
+        ])
     }
 }

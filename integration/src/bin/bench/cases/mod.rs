@@ -6,7 +6,7 @@ mod compared;
 mod netjail_only;
 mod parse;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,8 +36,9 @@ pub struct Suite<'a> {
     /// Paths that cannot run here, with the reason.
     pub unavailable: BTreeMap<NetworkPath, String>,
     pub results: Results,
-    /// Whether the notes already say how many queries netjail sent upstream.
-    pub upstream_noted: bool,
+    /// The names for which the notes already say how many queries netjail
+    /// sent upstream.
+    pub upstream_noted: BTreeSet<String>,
 }
 
 impl Suite<'_> {

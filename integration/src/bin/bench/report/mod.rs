@@ -357,14 +357,18 @@ The cases:
 - **Round trip, kept-alive**: `bench client round-trips` sends 16 bytes and
   reads the 16-byte echo, on one connection with TCP_NODELAY, 200 untimed
   round trips and then 20,000 timed ones; p50 and p99 of those.
-- **DNS**: `dnsperf -l S` with the query `bench.test A`, 100 queries
-  outstanding, for queries per second; then `bench client dns` sends 5,000
-  sequential queries after 200 untimed ones and reports p50 and p99. In
-  netjail the queries go to the jail's DNS (198.19.0.1), which answers from
-  its own table once the name is resolved. slirp4netns and pasta have no
-  DNS server of their own that does not use the host's resolver, so there
-  the queries go through the path to the suite's DNS server, and direct
-  queries that server on 127.0.0.1.
+- **DNS**: `dnsperf -l S` with the query `dual.test A`, 100 queries
+  outstanding, for queries per second. Then `bench client dns` sends 200
+  untimed and 5,000 timed sequential A queries, for `dual.test` (A and
+  AAAA records) and for `bench.test` (an A record only), and reports p50
+  and p99. The suite's DNS server answers the AAAA query for `bench.test`
+  with no record and no SOA, which a resolver cannot cache, so that row
+  shows what a query costs when netjail has to ask upstream; the notes
+  count the queries netjail sent upstream. In netjail the queries go to
+  the jail's DNS (198.19.0.1). slirp4netns and pasta have no DNS server of
+  their own that does not use the host's resolver, so there the queries go
+  through the path to the suite's DNS server, and direct queries that
+  server on 127.0.0.1.
 - **Supervisor peak RSS**: `bench client hold` in netjail opens N
   connections to a server that keeps them open; once all are open on both
   ends, the suite reads VmHWM from /proc/PID/status of the netjail process.
