@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod clients;
 pub mod content;
+pub mod environment;
 pub mod fixtures;
 pub mod jail;
 pub mod workdir;
