@@ -18,7 +18,7 @@ use crate::stats::percentile_micros;
 /// TCP window and the CPU frequency settle.
 pub const WARMUP_COUNT: usize = 200;
 
-/// The limit on one DNS reply; a query without a reply in time is counted
+/// The limit on one DNS reply. A query without a reply in time is counted
 /// as lost and not as a latency sample.
 const DNS_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -110,7 +110,8 @@ pub fn run_dns_queries(server: SocketAddr, name: &str, count: usize) -> Result<(
 }
 
 /// Sends one query and waits for the reply with the same id. Returns false
-/// when none arrived within [`DNS_TIMEOUT`] or the reply has no answer.
+/// when none arrived within [`DNS_TIMEOUT`] or the reply has no answer
+/// records.
 fn query_once(socket: &UdpSocket, name: &Name, id: u16) -> Result<bool> {
     let mut query = Message::query();
     query.metadata.id = id;
@@ -184,7 +185,7 @@ pub fn run_hold(
 /// Returns when standard input has a line or is closed, or after `limit`.
 pub fn wait_for_stdin(limit: Duration) {
     let (done, wait) = mpsc::channel();
-    // The thread stays blocked on stdin when the limit passes first; the
+    // The thread stays blocked on stdin when the limit passes first, and the
     // process exits soon after, which ends it.
     std::thread::spawn(move || {
         let mut line = String::new();

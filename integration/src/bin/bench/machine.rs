@@ -13,7 +13,7 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// Reads /proc/cpuinfo, /proc/meminfo, uname and /etc/os-release; a
+    /// Reads /proc/cpuinfo, /proc/meminfo, uname and /etc/os-release. A
     /// value that cannot be read is reported as "unknown".
     pub fn describe() -> Self {
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

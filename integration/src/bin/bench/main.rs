@@ -5,7 +5,7 @@
 //! servers on the host's 127.0.0.1, runs each client on each path and writes
 //! docs/benchmarks.md. The same binary is the client inside the namespaces
 //! (`bench client ...`). Traffic goes only to 127.0.0.0/8 and to addresses
-//! inside the namespaces the suite or netjail creates; netjail always gets
+//! inside the namespaces the suite or netjail creates, and netjail always gets
 //! the fixture resolver.
 
 mod cases;

@@ -34,7 +34,7 @@ Clients:
   bench client dns --server IP:PORT --name NAME --count N
   bench client hold --host H --port P --count N --max-hold S [-- COMMAND...]";
 
-/// A benchmark case; see docs/benchmarks.md for what each measures.
+/// A benchmark case. docs/benchmarks.md describes what each one measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Case {
     Throughput,

@@ -36,7 +36,8 @@ use crate::servers::{BENCH_NAME, DUAL_STACK_NAME};
 /// map to the host's loopback.
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 
-/// The namespace's own address for pasta; slirp4netns picks 10.0.2.100.
+/// The namespace's own address for pasta, the one slirp4netns picks by
+/// default.
 const PASTA_ADDRESS: &str = "10.0.2.100";
 
 /// The MTU of slirp4netns's tap device, equal to netjail's TUN and pasta's
@@ -121,7 +122,7 @@ impl fmt::Display for NetworkPath {
 pub struct Launcher {
     pub netjail: PathBuf,
     /// The unprivileged user that netjail, slirp4netns and pasta run as when
-    /// the suite runs as root; `None` runs them as the current user.
+    /// the suite runs as root. `None` runs them as the current user.
     pub user: Option<User>,
     pub resolver: SocketAddr,
     /// A directory the user can write: audit logs, ready files, logs.
@@ -141,7 +142,7 @@ impl Launcher {
     }
 
     /// Starts `argv` on `path` with standard output and standard error
-    /// captured; standard input is piped when `stdin_piped`, else empty.
+    /// captured. Standard input is piped when `stdin_piped`, else empty.
     pub fn spawn(&self, path: NetworkPath, argv: &[String], stdin_piped: bool) -> Result<Running> {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
@@ -327,7 +328,8 @@ fn wait_for_namespace(pid: u32) -> Result<()> {
     bail!("process {pid} did not enter a new network namespace within {SETUP_TIMEOUT:?}")
 }
 
-/// Reads one byte from `fd` within [`SETUP_TIMEOUT`]; fails on end-of-file.
+/// Reads one byte from `fd` within [`SETUP_TIMEOUT`], and fails on
+/// end-of-file.
 fn wait_for_ready_byte(fd: OwnedFd) -> Result<()> {
     let (sender, receiver) = mpsc::channel();
     std::thread::spawn(move || {
@@ -396,7 +398,7 @@ impl Running {
 
     /// Waits up to `timeout` for the command to exit and returns the standard
     /// output not yet consumed by [`Running::expect_line`]. Fails when it
-    /// exits non-zero; kills it when the timeout passes.
+    /// exits non-zero, and kills it when the timeout passes.
     pub fn finish(mut self, timeout: Duration) -> Result<String> {
         self.close_stdin();
         let deadline = Instant::now() + timeout;
@@ -433,8 +435,8 @@ impl Running {
         }
     }
 
-    /// Returns the last non-empty line of standard error, which usually says
-    /// why a client failed, for the first line of an error message.
+    /// Returns the last non-empty line of standard error, which usually gives
+    /// the reason a client failed, for the first line of an error message.
     fn last_stderr_line(&self) -> String {
         let stderr = self.stderr.lock().unwrap();
         String::from_utf8_lossy(&stderr)

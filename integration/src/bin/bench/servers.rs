@@ -46,7 +46,7 @@ pub struct Servers {
 }
 
 impl Servers {
-    /// Starts every server; iperf3 writes its log to `iperf_log`.
+    /// Starts every server. iperf3 writes its log to `iperf_log`.
     pub fn start(iperf_log: &Path) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -168,7 +168,7 @@ impl Suite<'_> {
 
     /// Runs the sequential DNS client for `name` on `path` and returns p50
     /// and p99. On netjail's first run it also notes how many queries
-    /// netjail sent upstream, which shows whether it answered from a cache.
+    /// netjail sent upstream, which shows whether netjail served the name from a cache.
     fn dns_latency(&mut self, path: NetworkPath, name: &str) -> Result<Vec<f64>> {
         let server = path.dns_server(self.servers.dns.addr());
         let mut argv = self.client_argv("dns");

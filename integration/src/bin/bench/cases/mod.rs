@@ -16,12 +16,13 @@ use crate::paths::{Launcher, NetworkPath, Running};
 use crate::results::{Cell, Metric, Results, Row};
 use crate::servers::{BENCH_NAME, Servers};
 
-pub use netjail_only::{idle_throughput_key, memory_key};
+pub use netjail_only::{idle_throughput_key, memory_key, memory_runs};
 
 /// How long the hold client may take to open its connections.
 const HOLD_OPEN_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The hold client ends by itself after this long even if nobody releases it.
+/// The hold client exits after this long even when the suite never closes
+/// its standard input.
 const HOLD_MAX: Duration = Duration::from_secs(1800);
 
 /// Everything a case needs to run clients and reach the servers.
@@ -31,13 +32,12 @@ pub struct Suite<'a> {
     pub servers: &'a Servers,
     /// The bench binary, where every path's user can run it.
     pub bench_bin: PathBuf,
-    /// dnsperf's input file: one query for [`BENCH_NAME`].
+    /// dnsperf's input file: one A query for the dual-stack name.
     pub dnsperf_input: PathBuf,
     /// Paths that cannot run here, with the reason.
     pub unavailable: BTreeMap<NetworkPath, String>,
     pub results: Results,
-    /// The names for which the notes already say how many queries netjail
-    /// sent upstream.
+    /// Names whose upstream query count is already in the notes.
     pub upstream_noted: BTreeSet<String>,
 }
 
@@ -150,7 +150,7 @@ impl Suite<'_> {
     }
 
     /// Runs `measure` `runs` times in netjail and appends one row. A failed
-    /// run is repeated once; when that fails too, the row keeps the error.
+    /// run is repeated once, and when that fails too, the row keeps the error.
     fn netjail_only(
         &mut self,
         metric: Metric,
@@ -202,8 +202,8 @@ impl Suite<'_> {
         ]
     }
 
-    /// The limit on one client run: its measuring time plus a minute for
-    /// namespace setup and teardown.
+    /// Returns the limit on one client run: its measuring time plus a minute
+    /// for namespace setup and teardown.
     fn client_timeout(&self) -> Duration {
         Duration::from_secs(u64::from(self.options.seconds) + 60)
     }

@@ -15,6 +15,10 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// The idle connection counts of the memory case, one row each.
 const MEMORY_CONNECTIONS: [usize; 3] = [0, 1_000, 10_000];
 
+/// The maximum number of runs of each memory row: peak RSS varies little
+/// from run to run, and 10,000 connections take a while to open and close.
+const MAX_MEMORY_RUNS: usize = 3;
+
 /// Idle connections kept open during the idle CPU window.
 const IDLE_CPU_CONNECTIONS: usize = 100;
 
@@ -30,7 +34,7 @@ impl Suite<'_> {
                 label: memory_label(count),
                 unit: "MiB",
             };
-            self.netjail_only(metric, self.options.runs.min(3), |suite| {
+            self.netjail_only(metric, memory_runs(self.options.runs), |suite| {
                 let mut running = suite.start_hold(count, &[])?;
                 let peak_rss = procfs::peak_rss(running.pid())?;
                 running.close_stdin();
@@ -40,8 +44,8 @@ impl Suite<'_> {
         }
     }
 
-    /// Measures the supervisor's CPU time while the jail holds idle
-    /// connections and does nothing else.
+    /// Measures the supervisor's CPU time while the jail keeps idle
+    /// connections open and does nothing else.
     pub(super) fn idle_cpu(&mut self) {
         let seconds = self.options.idle_seconds;
         let ticks = Metric {
@@ -129,6 +133,12 @@ impl Suite<'_> {
         let output = running.finish(HOLD_OPEN_TIMEOUT)?;
         parse_iperf3_gbits(&output)
     }
+}
+
+/// Returns the number of runs of each memory row when the other cases run
+/// `runs` times.
+pub fn memory_runs(runs: usize) -> usize {
+    runs.min(MAX_MEMORY_RUNS)
 }
 
 pub fn memory_key(count: usize) -> &'static str {

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::SystemTime;
 
+use crate::cases::memory_runs;
 use crate::machine::{Machine, package_version};
 use crate::options::Options;
 use crate::paths::NetworkPath;
@@ -56,6 +57,12 @@ impl Report<'_> {
             machine.cpu_model, machine.cores, machine.memory_gib
         );
         let _ = writeln!(page, "- System: {}, Linux {}", machine.os, machine.kernel);
+        let _ = writeln!(
+            page,
+            "- Load average (1, 5, 15 min): {} before, {} after",
+            self.load_before, self.load_after
+        );
+
         let _ = writeln!(page, "- Command: `{}`", self.options.command);
         let _ = writeln!(
             page,
@@ -63,25 +70,21 @@ impl Report<'_> {
             format_time(self.started),
             format_time(self.finished)
         );
-        let _ = writeln!(
-            page,
-            "- Load average (1, 5, 15 min): {} before, {} after",
-            self.load_before, self.load_after
-        );
         if let Some(revision) = git_revision() {
-            let _ = writeln!(page, "- netjail revision: {revision}, release build");
+            let _ = writeln!(page, "- Workspace revision: {revision}, release build");
         }
         let user = match &self.user {
             Some(user) => format!("the unprivileged user `{user}`"),
             None => "the current user".to_owned(),
         };
         let _ = writeln!(page, "- netjail, slirp4netns and pasta ran as {user}");
+
         let _ = writeln!(
             page,
-            "- Each value is the median of {} runs (memory: {}, idle CPU: 1 run of {} s); \
-             iperf3, wrk and dnsperf ran {} s per run",
+            "- Each value is the median of {} runs (memory: {}, idle CPU: 1 run of {} s), \
+             and iperf3, wrk and dnsperf ran {} s per run",
             self.options.runs,
-            self.options.runs.min(3),
+            memory_runs(self.options.runs),
             self.options.idle_seconds,
             self.options.seconds
         );
@@ -311,10 +314,14 @@ one machine, so the ratios hold even where the absolute figures are noisy.
 (`integration/src/bin/bench/`), not the page.
 
 ```
-scripts/bench                  # the full suite, about 25 minutes
+scripts/bench                  # the full suite
 scripts/bench --runs 1 --seconds 2 --idle-seconds 5   # a quick check
 scripts/bench --cases throughput,latency --paths direct,netjail
 ```
+
+The full suite takes about 20 minutes on two cores; the date line below
+shows how long this run took. Other work on the machine lowers the
+figures, so the load average before and after is recorded too.
 
 Run as root, `scripts/bench` installs what is missing (iperf3, wrk, dnsperf,
 slirp4netns, passt for pasta), creates the user `netjail-test` and makes
@@ -379,4 +386,31 @@ The cases:
 - **TCP with idle connections**: one jail per run opens 0 or 10,000 idle
   connections and then runs the one-stream iperf3 jail→host; the two
   alternate run by run.
+
+A failed run is repeated once and the failure is listed in the notes. A
+path whose repeated run fails too shows n/a for that case, with the
+reason in the notes.
+
+## Profiling netjail
+
+`bench serve` starts the suite's servers and DNS server, prints their
+ports and an example command, and keeps them up until its standard input
+closes. In one terminal:
+
+```
+target/release/bench serve
+```
+
+In another, with the resolver address and iperf3 port it printed:
+
+```
+target/release/netjail run --resolver 127.0.0.1:DNS_PORT \\
+    --allow 'domain=bench.test cidr=127.0.0.0/8' -- \\
+    iperf3 --client bench.test --port IPERF_PORT --time 20 &
+perf record -g -p "$(pgrep -o -x netjail)" -- sleep 10
+perf report --no-children --sort dso,symbol
+```
+
+When no other netjail runs, the oldest process named netjail is the
+supervisor, and its child is the jail's init.
 ";

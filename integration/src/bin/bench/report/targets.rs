@@ -38,8 +38,8 @@ fn verdict(met: bool) -> &'static str {
     if met { "**met**" } else { "**not met**" }
 }
 
-/// Says why a target has no verdict: its case did not run, or the netjail
-/// or direct value is missing, with the reason.
+/// Returns the sentence for a target without a verdict, which gives the
+/// reason: its case did not run, or the netjail or direct value is missing.
 fn not_measured(target: &str, results: &Results, key: &str) -> String {
     let Some(row) = results.row(key) else {
         return format!("{target}: **not run** (its case was not selected).");
