@@ -407,7 +407,7 @@ In another, with the resolver address and iperf3 port it printed:
 target/release/netjail run --resolver 127.0.0.1:DNS_PORT \\
     --allow 'domain=bench.test cidr=127.0.0.0/8' -- \\
     iperf3 --client bench.test --port IPERF_PORT --time 20 &
-perf record -g -p "$(pgrep -o -x netjail)" -- sleep 10
+perf record -g -p \"$(pgrep -o -x netjail)\" -- sleep 10
 perf report --no-children --sort dso,symbol
 ```
 
