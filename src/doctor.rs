@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use crate::cli::DoctorArgs;
 use crate::jail::facts::{
-    self, APPARMOR_RESTRICT_USERNS, CloneFilter, HostFacts, MAX_USER_NAMESPACES, TUN_PATH,
-    TunDevice, UNPRIVILEGED_USERNS_CLONE,
+    self, APPARMOR_RESTRICT_USERNS, FilterProbe, HostFacts, MAX_USER_NAMESPACES, SECCOMP_FIX,
+    TUN_PATH, TunDevice, UNPRIVILEGED_USERNS_CLONE,
 };
 use crate::jail::{Jail, JailConfig, JailError, JailNetwork, Step};
 
@@ -301,32 +301,49 @@ fn check_seccomp(facts: &HostFacts, user_namespace: bool) -> Check {
         "CLONE_NEWNET, CLONE_NEWNS and CLONE_NEWPID"
     };
     let seccomp = facts.describe_seccomp();
-    match facts::probe_clone_filter(user_namespace) {
-        CloneFilter::Passes => Check::ok(
+    let clone = facts::probe_clone_filter(user_namespace);
+    let mount = facts::probe_mount_filter();
+    let mut rejected = Vec::new();
+    if let Some(outcome) = describe_rejection(clone) {
+        rejected.push(format!(
+            "clone(2) with {flags}: the call with CLONE_FS added, which the kernel itself fails \
+             with EINVAL, {outcome}"
+        ));
+    }
+    if let Some(outcome) = describe_rejection(mount) {
+        rejected.push(format!(
+            "mount(2): a mount with a null target, which the kernel itself fails with EFAULT, \
+             {outcome}"
+        ));
+    }
+    if !rejected.is_empty() {
+        return Check::missing(
             "seccomp",
-            format!("clone(2) with {flags} reaches the kernel ({seccomp})"),
-        ),
-        CloneFilter::Unknown => Check::ok(
-            "seccomp",
-            format!("the clone(2) probe could not run ({seccomp}); the test jail decides"),
-        ),
-        outcome => {
-            let how = match outcome {
-                CloneFilter::Rejects(errno) => format!("failed with {errno:?}"),
-                _ => "killed the probing process".to_string(),
-            };
-            Check::missing(
-                "seccomp",
-                format!(
-                    "a seccomp filter rejects clone(2) with {flags} ({seccomp}): the call with \
-                     CLONE_FS added, which the kernel itself fails with EINVAL, {how}. \
-                     Docker's default profile does this unless the container has CAP_SYS_ADMIN"
-                ),
-                "allow clone, unshare, mount and umount2 with namespace flags in a custom \
-                 seccomp profile (docs/containers.md), run the container with sysbox-runc, or, \
-                 for testing only, grant CAP_SYS_ADMIN",
-            )
-        }
+            format!(
+                "a seccomp filter rejects {} ({seccomp}). Docker's default profile does this \
+                 unless the container has CAP_SYS_ADMIN",
+                rejected.join("; and ")
+            ),
+            SECCOMP_FIX,
+        );
+    }
+    let probes = if clone == FilterProbe::Passes && mount == FilterProbe::Passes {
+        "reach the kernel"
+    } else {
+        "could not all be probed; the test jail decides"
+    };
+    Check::ok(
+        "seccomp",
+        format!("clone(2) with {flags} and mount(2) {probes} ({seccomp})"),
+    )
+}
+
+/// Describes a probe that a filter rejected, or returns `None`.
+fn describe_rejection(probe: FilterProbe) -> Option<String> {
+    match probe {
+        FilterProbe::Rejects(errno) => Some(format!("failed with {errno:?}")),
+        FilterProbe::Kills => Some("killed the probing process".to_string()),
+        FilterProbe::Passes | FilterProbe::Unknown => None,
     }
 }
 

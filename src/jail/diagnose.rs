@@ -10,23 +10,19 @@ use nix::errno::Errno;
 
 use super::error::Step;
 use super::facts::{
-    self, APPARMOR_RESTRICT_USERNS, CloneFilter, HostFacts, MAX_USER_NAMESPACES, TUN_PATH,
-    TunDevice, UNPRIVILEGED_USERNS_CLONE,
+    self, APPARMOR_RESTRICT_USERNS, FilterProbe, HostFacts, MAX_USER_NAMESPACES, SECCOMP_FIX,
+    TUN_PATH, TunDevice, UNPRIVILEGED_USERNS_CLONE,
 };
-
-/// The fix for a seccomp filter that rejects the namespace flags.
-const SECCOMP_FIX: &str = "allow clone, unshare, mount and umount2 with namespace flags in a \
-                           custom seccomp profile (docs/containers.md shows the lines to add to \
-                           Docker's default profile), run the container with sysbox-runc, or, \
-                           for testing only, grant CAP_SYS_ADMIN";
 
 /// Results of probes that only some failures need, gathered at the failure.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Evidence {
     /// Whether a seccomp filter rejects clone(2) with the user namespace flags.
-    pub(super) user_namespace_filter: Option<CloneFilter>,
+    pub(super) user_namespace_filter: Option<FilterProbe>,
     /// Whether a seccomp filter rejects clone(2) with the other namespace flags.
-    pub(super) plain_namespace_filter: Option<CloneFilter>,
+    pub(super) plain_namespace_filter: Option<FilterProbe>,
+    /// Whether a seccomp filter rejects mount(2).
+    pub(super) mount_filter: Option<FilterProbe>,
     /// What `/dev/net/tun` is.
     pub(super) tun: Option<TunDevice>,
     /// Mount points that cover parts of /proc.
@@ -50,7 +46,12 @@ impl Evidence {
                 }
             }
             (Step::OpenTunDevice, _) => evidence.tun = Some(TunDevice::inspect()),
-            (Step::MountProc, Errno::EPERM) => evidence.proc_overmounts = facts::proc_overmounts(),
+            (step, Errno::EPERM | Errno::EACCES) if is_mount_step(step) => {
+                evidence.mount_filter = Some(facts::probe_mount_filter());
+                if step == Step::MountProc {
+                    evidence.proc_overmounts = facts::proc_overmounts();
+                }
+            }
             _ => {}
         }
         evidence
@@ -74,9 +75,9 @@ pub(super) fn hint_for(
     facts: &HostFacts,
     evidence: &Evidence,
 ) -> Option<String> {
-    let is_mount_step = matches!(
-        step,
-        Step::MakeMountsPrivate | Step::StageResolvConf | Step::BindResolvConf | Step::MountProc
+    let mount_filtered = matches!(
+        evidence.mount_filter,
+        Some(FilterProbe::Rejects(_) | FilterProbe::Kills)
     );
     match (step, errno) {
         (Step::CloneNamespaces, Errno::EPERM) if user_namespace => {
@@ -103,7 +104,12 @@ pub(super) fn hint_for(
              (an empty file is enough)"
                 .to_string(),
         ),
-        (_, Errno::EPERM | Errno::EACCES) if is_mount_step && facts.apparmor_profile.is_some() => {
+        (step, Errno::EPERM | Errno::EACCES) if is_mount_step(step) && mount_filtered => {
+            Some(seccomp_rejects_mount(facts, evidence))
+        }
+        (step, Errno::EPERM | Errno::EACCES)
+            if is_mount_step(step) && facts.apparmor_profile.is_some() =>
+        {
             apparmor_profile_hint(facts)
         }
         (Step::MountProc, Errno::EPERM) if user_namespace => {
@@ -129,9 +135,31 @@ pub(super) fn hint_for(
     }
 }
 
+/// Returns whether `step` calls mount(2) or umount2(2) in the jail.
+fn is_mount_step(step: Step) -> bool {
+    matches!(
+        step,
+        Step::MakeMountsPrivate | Step::StageResolvConf | Step::BindResolvConf | Step::MountProc
+    )
+}
+
+fn seccomp_rejects_mount(facts: &HostFacts, evidence: &Evidence) -> String {
+    let outcome = match evidence.mount_filter {
+        Some(FilterProbe::Rejects(errno)) => format!("still failed with {errno:?}"),
+        _ => "killed the probing process with SIGSYS".to_string(),
+    };
+    format!(
+        "A seccomp filter rejects mount(2) ({}): a mount with a null target, which the kernel \
+         itself fails with EFAULT, {outcome}. Docker's default seccomp profile rejects mount \
+         and umount2 unless the container has CAP_SYS_ADMIN, even where it lets clone(2) \
+         through. To fix it, {SECCOMP_FIX}",
+        facts.describe_seccomp(),
+    )
+}
+
 fn clone_user_namespace_eperm(facts: &HostFacts, evidence: &Evidence) -> String {
     match evidence.user_namespace_filter {
-        Some(CloneFilter::Rejects(_) | CloneFilter::Kills) => {
+        Some(FilterProbe::Rejects(_) | FilterProbe::Kills) => {
             return seccomp_rejects_user_namespace(facts, evidence);
         }
         _ if facts.unprivileged_userns_clone == Some(0) => {
@@ -179,10 +207,10 @@ fn seccomp_rejects_user_namespace(facts: &HostFacts, evidence: &Evidence) -> Str
 }
 
 /// Describes the outcome of [`facts::probe_clone_filter`] as evidence.
-fn describe_probe(filter: Option<CloneFilter>) -> String {
+fn describe_probe(filter: Option<FilterProbe>) -> String {
     let outcome = match filter {
-        Some(CloneFilter::Rejects(errno)) => format!("still failed with {errno:?}"),
-        Some(CloneFilter::Kills) => "killed the probing process with SIGSYS".to_string(),
+        Some(FilterProbe::Rejects(errno)) => format!("still failed with {errno:?}"),
+        Some(FilterProbe::Kills) => "killed the probing process with SIGSYS".to_string(),
         _ => "did not reach the kernel".to_string(),
     };
     format!(
@@ -197,7 +225,7 @@ fn describe_probe(filter: Option<CloneFilter>) -> String {
 fn no_user_namespace_alternative(facts: &HostFacts, evidence: &Evidence) -> String {
     let filter_allows = matches!(
         evidence.plain_namespace_filter,
-        None | Some(CloneFilter::Passes)
+        None | Some(FilterProbe::Passes)
     );
     if !facts.has_cap_sys_admin() || !facts.has_cap_net_admin() || !filter_allows {
         return String::new();
@@ -207,7 +235,7 @@ fn no_user_namespace_alternative(facts: &HostFacts, evidence: &Evidence) -> Stri
 }
 
 fn clone_plain_eperm(facts: &HostFacts, evidence: &Evidence) -> String {
-    if let Some(CloneFilter::Rejects(_) | CloneFilter::Kills) = evidence.plain_namespace_filter {
+    if let Some(FilterProbe::Rejects(_) | FilterProbe::Kills) = evidence.plain_namespace_filter {
         return format!(
             "A seccomp filter rejects clone(2) with CLONE_NEWNET, CLONE_NEWNS and \
              CLONE_NEWPID ({}): {}. To fix it, {SECCOMP_FIX}",
@@ -417,7 +445,7 @@ mod tests {
             ..facts()
         };
         let evidence = Evidence {
-            user_namespace_filter: Some(CloneFilter::Rejects(Errno::EPERM)),
+            user_namespace_filter: Some(FilterProbe::Rejects(Errno::EPERM)),
             ..Evidence::default()
         };
         let hint = hint_for(Step::CloneNamespaces, Errno::EPERM, true, &facts, &evidence).unwrap();
@@ -440,8 +468,8 @@ mod tests {
             ..facts()
         };
         let evidence = Evidence {
-            user_namespace_filter: Some(CloneFilter::Rejects(Errno::EPERM)),
-            plain_namespace_filter: Some(CloneFilter::Passes),
+            user_namespace_filter: Some(FilterProbe::Rejects(Errno::EPERM)),
+            plain_namespace_filter: Some(FilterProbe::Passes),
             ..Evidence::default()
         };
         let hint = hint_for(Step::CloneNamespaces, Errno::EPERM, true, &facts, &evidence).unwrap();
@@ -585,6 +613,29 @@ mod tests {
         let hint = hint(Step::MakeMountsPrivate, Errno::EACCES, true, &facts).unwrap();
         assert!(hint.contains("docker-default"), "{hint}");
         assert!(hint.contains("apparmor=unconfined"), "{hint}");
+    }
+
+    #[test]
+    fn mount_eperm_under_seccomp_names_mount() {
+        let facts = HostFacts {
+            seccomp_mode: Some(2),
+            ..facts()
+        };
+        let evidence = Evidence {
+            mount_filter: Some(FilterProbe::Rejects(Errno::EPERM)),
+            ..Evidence::default()
+        };
+        let hint = hint_for(
+            Step::MakeMountsPrivate,
+            Errno::EPERM,
+            true,
+            &facts,
+            &evidence,
+        )
+        .unwrap();
+        assert!(hint.contains("seccomp filter rejects mount(2)"), "{hint}");
+        assert!(hint.contains("still failed with EPERM"), "{hint}");
+        assert!(hint.contains("umount2"), "{hint}");
     }
 
     #[test]

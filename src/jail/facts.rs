@@ -27,6 +27,13 @@ pub(crate) const UNPRIVILEGED_USERNS_CLONE: &str = "/proc/sys/kernel/unprivilege
 pub(crate) const APPARMOR_RESTRICT_USERNS: &str =
     "/proc/sys/kernel/apparmor_restrict_unprivileged_userns";
 
+/// The fix for a seccomp filter that rejects the system calls a jail needs.
+pub(crate) const SECCOMP_FIX: &str = "allow clone and unshare with namespace flags, and mount \
+                                      and umount2, in a custom seccomp profile \
+                                      (docs/containers.md shows the lines to add to Docker's \
+                                      default profile), run the container with sysbox-runc, \
+                                      or, for testing only, grant CAP_SYS_ADMIN";
+
 /// Capability numbers from linux/capability.h.
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
@@ -246,9 +253,9 @@ pub(crate) fn proc_overmounts() -> Vec<String> {
         .collect()
 }
 
-/// What a seccomp filter does with clone(2) and a set of namespace flags.
+/// What a seccomp filter does with a system call, found by a probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CloneFilter {
+pub(crate) enum FilterProbe {
     /// The call reaches the kernel.
     Passes,
     /// A filter rejects the call with this errno before the kernel sees it.
@@ -265,31 +272,62 @@ pub(crate) enum CloneFilter {
 /// The probe adds `CLONE_FS` to the flags. The kernel rejects `CLONE_NEWNS |
 /// CLONE_FS` and `CLONE_NEWUSER | CLONE_FS` with EINVAL as the very first
 /// check of copy_process(), before any permission check, so EINVAL means the
-/// call reached the kernel and any other errno came from a filter. The call
-/// runs in a forked child, so a filter that kills instead of failing the call
-/// kills only the child.
+/// call reached the kernel and any other errno came from a filter.
 ///
 /// Must be called while the process is single-threaded, like [`super::Jail::spawn`].
-pub(crate) fn probe_clone_filter(user_namespace: bool) -> CloneFilter {
+pub(crate) fn probe_clone_filter(user_namespace: bool) -> FilterProbe {
     let flags = clone_flags(user_namespace) | CloneFlags::CLONE_FS;
+    probe_in_child(Errno::EINVAL, || invalid_clone(flags))
+}
+
+/// Finds out whether a seccomp filter rejects mount(2), which the jail needs
+/// for its /proc and resolv.conf, without mounting anything.
+///
+/// The probe passes a null target, which the kernel fails with EFAULT while
+/// it copies the path, before any permission check.
+///
+/// Must be called while the process is single-threaded, like [`super::Jail::spawn`].
+pub(crate) fn probe_mount_filter() -> FilterProbe {
+    probe_in_child(Errno::EFAULT, || {
+        // SAFETY: null pointers are valid arguments; the kernel reports
+        // them as EFAULT and writes nothing.
+        let result = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                std::ptr::null(),
+                std::ptr::null(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        Errno::result(result).err().unwrap_or(Errno::UnknownErrno)
+    })
+}
+
+/// Makes a system call in a forked child and reports whether it reached the
+/// kernel, which answers it with `kernel_errno`. A filter that kills
+/// instead of failing the call kills only the child.
+fn probe_in_child(kernel_errno: Errno, call: impl FnOnce() -> Errno) -> FilterProbe {
     // SAFETY: the caller guarantees a single thread, so the child cannot
     // inherit a lock held by another thread. The child only makes one system
     // call and leaves with _exit(2).
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            let code = match invalid_clone(flags) {
-                Errno::EINVAL => 0,
-                errno => errno as i32,
+            let errno = call();
+            let code = if errno == kernel_errno {
+                0
+            } else {
+                errno as i32
             };
             exit_immediately(code)
         }
         Ok(ForkResult::Parent { child }) => match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, 0)) => CloneFilter::Passes,
-            Ok(WaitStatus::Exited(_, code)) => CloneFilter::Rejects(Errno::from_raw(code)),
-            Ok(WaitStatus::Signaled(_, Signal::SIGSYS, _)) => CloneFilter::Kills,
-            _ => CloneFilter::Unknown,
+            Ok(WaitStatus::Exited(_, 0)) => FilterProbe::Passes,
+            Ok(WaitStatus::Exited(_, code)) => FilterProbe::Rejects(Errno::from_raw(code)),
+            Ok(WaitStatus::Signaled(_, Signal::SIGSYS, _)) => FilterProbe::Kills,
+            _ => FilterProbe::Unknown,
         },
-        Err(_) => CloneFilter::Unknown,
+        Err(_) => FilterProbe::Unknown,
     }
 }
 
