@@ -45,6 +45,7 @@ pub enum AuditEvent {
     FlowFailed(FlowFailed),
     Denied(Denied),
     FlowClose(FlowClose),
+    Http(HttpEvent),
     SessionEnd(SessionEnd),
     /// An event this schema does not know yet.
     #[serde(other)]
@@ -137,6 +138,29 @@ pub struct FlowClose {
     pub duration_ms: f64,
     /// The way the flow ended, such as a FIN or a reset.
     pub close: String,
+}
+
+/// One HTTP request on a plain-HTTP flow, forwarded or refused.
+#[derive(Clone, Debug, Deserialize)]
+pub struct HttpEvent {
+    pub flow: u64,
+    pub proto: String,
+    pub src: String,
+    pub dst: String,
+    pub name: Option<String>,
+    pub port: u16,
+    /// None when the request head could not be parsed.
+    pub method: Option<String>,
+    /// The host the request names, lowercase, without port.
+    pub host: Option<String>,
+    /// The request target as the client sent it.
+    pub path: Option<String>,
+    /// "allow" or "deny".
+    pub decision: String,
+    pub rule: Option<String>,
+    pub reason: Option<String>,
+    /// The status of netjail's reply, or none for a forwarded request.
+    pub status: Option<u16>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -276,6 +300,14 @@ impl AuditLog {
             AuditEvent::FlowClose(close) if close.name.as_deref().is_some_and(is(name)) => {
                 Some(close)
             }
+            _ => None,
+        })
+    }
+
+    /// HTTP requests on flows to `name`, in log order.
+    pub fn http_events(&self, name: &str) -> Vec<&HttpEvent> {
+        self.events(|event| match event {
+            AuditEvent::Http(http) if http.name.as_deref().is_some_and(is(name)) => Some(http),
             _ => None,
         })
     }

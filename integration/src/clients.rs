@@ -4,6 +4,18 @@
 /// The exchange fixture's client; see the script's docstring.
 pub const EXCHANGE_PY: &str = include_str!("../clients/exchange.py");
 
+/// A node client that sends many GET requests through one keep-alive agent;
+/// see the script's header.
+pub const KEEPALIVE_JS: &str = include_str!("../clients/keepalive.js");
+
+/// A standard-library WebSocket client for the echo endpoint; see the
+/// script's docstring.
+pub const WEBSOCKET_ECHO_PY: &str = include_str!("../clients/websocket_echo.py");
+
+/// A client that starts TLS handshakes with chosen server names and reports
+/// how each ended; see the script's docstring.
+pub const TLS_HELLO_PY: &str = include_str!("../clients/tls_hello.py");
+
 /// Python's urllib fetching `url` and printing the body.
 pub fn python_fetch(url: &str) -> Vec<String> {
     let script = "import sys, urllib.request\n\
