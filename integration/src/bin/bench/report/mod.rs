@@ -271,6 +271,7 @@ pub fn format_value(value: f64, unit: &str) -> String {
     match unit {
         "Gbit/s" => format!("{value:.2}"),
         "requests/s" | "queries/s" => format!("{value:.0}"),
+        "ms" => format!("{value:.2}"),
         _ => format!("{value:.1}"),
     }
 }
