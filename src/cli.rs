@@ -27,7 +27,7 @@ pub struct Cli {
 pub enum Command {
     /// Run COMMAND in a network jail.
     Run(RunArgs),
-    /// Check what `netjail run` needs on this machine and say what to change.
+    /// Check what `netjail run` needs on this machine and explain what to change.
     ///
     /// Prints one line per check, the mode `netjail run` would use, and
     /// whether it can start. Runs no command in a jail. Exits with 0 when

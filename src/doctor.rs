@@ -1,5 +1,5 @@
 //! `netjail doctor`: checks what `netjail run` needs on this machine and
-//! says what to change, without running any command in a jail.
+//! explains what to change, without running any command in a jail.
 //!
 //! Each check reads a kernel setting, a file or this process's state, or
 //! asks the kernel directly (a clone(2) probe for seccomp filters, an open of
@@ -38,9 +38,9 @@ pub struct Check {
     /// Stable identifier, such as `seccomp` or `tun_device`.
     pub name: &'static str,
     pub status: Status,
-    /// What netjail found: values, files, errnos.
+    /// Evidence: the values, files and errnos netjail found.
     pub detail: String,
-    /// What to change, for a missing requirement.
+    /// The change that meets a missing requirement.
     pub fix: Option<String>,
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Each simulation changes only the wrapped process tree: capabilities are
 //! dropped for it, a seccomp filter is installed in it, or a private mount or
-//! user namespace changes what it sees. Nothing on the host changes, so no
+//! user namespace changes its view of the system. Nothing on the host changes, so no
 //! test needs to restore anything.
 
 use std::path::PathBuf;
@@ -31,7 +31,7 @@ pub enum Environment {
     /// /dev/net in a private mount namespace.
     NoTunDevice,
     /// A /dev/net/tun of mode 0600 owned by root: a tmpfs covers /dev/net in
-    /// a private mount namespace and holds a new device node.
+    /// a private mount namespace and contains a new device node.
     TunDeviceMode0600,
     /// A host with `user.max_user_namespaces = 0`. The limit is set in a user
     /// namespace of its own (`unshare -U -r`), which is where netjail then

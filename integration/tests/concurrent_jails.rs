@@ -1,5 +1,5 @@
 //! Several netjail instances at once on one machine: each enforces its own
-//! policy and writes its own audit log, and none sees another's traffic.
+//! policy and writes its own audit log, and none receives another's traffic.
 
 use std::collections::HashSet;
 
@@ -16,7 +16,7 @@ const JAILS: usize = 10;
 /// Exit status of curl when it cannot resolve the host name.
 const CURL_COULD_NOT_RESOLVE: i32 = 6;
 
-/// The name that jail `index` may reach.
+/// Returns the name that jail `index` may reach.
 fn site_name(index: usize) -> String {
     format!("site-{index}.test")
 }
@@ -79,7 +79,7 @@ fn run_jail(fixtures: &SiteFixtures, index: usize, workdir: &Workdir, mode: Mode
 }
 
 #[test]
-fn ten_jails_keep_their_own_policy_and_audit_log() {
+fn ten_concurrent_jails_stay_separate() {
     if !Mode::Root.is_available() {
         eprintln!("skipped: running jails as root and as the test user needs root");
         return;

@@ -222,7 +222,7 @@ fn container_without_cap_sys_admin_can_start() {
 }
 
 #[test]
-fn container_without_cap_sys_admin_lacks_no_user_namespace() {
+fn no_cap_sys_admin_blocks_no_user_namespace() {
     check_case(Case {
         mode: Mode::Root,
         environment: Some(Environment::NoCapSysAdmin),

@@ -1,8 +1,8 @@
 //! netjail in each environment users run it in: rootless, root with and
-//! without a user namespace, a container without CAP_SYS_ADMIN, and the
-//! restricted environments of `integration::environment`, where netjail must
-//! exit with 125 and one message that names the cause, the evidence and the
-//! fix, without ever running the command.
+//! without a user namespace, and a container without CAP_SYS_ADMIN. In the
+//! restricted environments of `integration::environment`, netjail must exit
+//! with 125 and one message that names the cause, the evidence and the fix,
+//! and must never run the command.
 
 use std::path::Path;
 
@@ -166,8 +166,8 @@ fn single_message(output: &JailOutput) -> &str {
     lines[0]
 }
 
-/// What every seccomp message must say: the cause, the evidence and the
-/// three fixes.
+/// Texts that every seccomp message contains: the cause, the evidence and
+/// the three fixes.
 const SECCOMP_MESSAGE: &[&str] = &[
     "EPERM",
     "seccomp filter rejects clone(2) with CLONE_NEWUSER",

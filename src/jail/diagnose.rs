@@ -2,9 +2,9 @@
 //!
 //! A hint states the cause, the evidence netjail saw (the errno, a file, a
 //! sysctl's value) and the fix. The hints read the host's settings at the
-//! moment of the failure and, for a refused clone(2), probe whether a
-//! seccomp filter is the cause, so the message names the setting that is
-//! actually in the way when it can.
+//! moment of the failure and, for a refused clone(2) or mount(2), probe
+//! whether a seccomp filter is the cause, so the message names the setting
+//! that is actually in the way when it can.
 
 use nix::errno::Errno;
 
@@ -23,7 +23,7 @@ pub(super) struct Evidence {
     pub(super) plain_namespace_filter: Option<FilterProbe>,
     /// Whether a seccomp filter rejects mount(2).
     pub(super) mount_filter: Option<FilterProbe>,
-    /// What `/dev/net/tun` is.
+    /// The type, mode and owner of `/dev/net/tun`.
     pub(super) tun: Option<TunDevice>,
     /// Mount points that cover parts of /proc.
     pub(super) proc_overmounts: Vec<String>,
@@ -119,7 +119,7 @@ pub(super) fn hint_for(
         (Step::CreateTunInterface, Errno::EPERM | Errno::EACCES) => {
             Some(tunsetiff_refused(errno, user_namespace, facts))
         }
-        (Step::CreateTunInterface, Errno::EINVAL | Errno::ENOTTY | Errno::EBADFD) => Some(format!(
+        (Step::CreateTunInterface, Errno::ENOTTY | Errno::EBADFD) => Some(format!(
             "{TUN_PATH} did not accept TUNSETIFF, so it is not the TUN clone device: it must be \
              the character device 10:200 (`mknod {TUN_PATH} c 10 200`)"
         )),
@@ -219,7 +219,7 @@ fn describe_probe(filter: Option<FilterProbe>) -> String {
     )
 }
 
-/// Suggests `--no-user-namespace` when this process could use it: it holds
+/// Suggests `--no-user-namespace` when this process could use it: it has
 /// CAP_SYS_ADMIN and CAP_NET_ADMIN, and no filter rejects the other
 /// namespace flags.
 fn no_user_namespace_alternative(facts: &HostFacts, evidence: &Evidence) -> String {
@@ -230,7 +230,8 @@ fn no_user_namespace_alternative(facts: &HostFacts, evidence: &Evidence) -> Stri
     if !facts.has_cap_sys_admin() || !facts.has_cap_net_admin() || !filter_allows {
         return String::new();
     }
-    ". This process has CAP_SYS_ADMIN, so `netjail run --no-user-namespace` works here too"
+    ". This process has CAP_SYS_ADMIN and CAP_NET_ADMIN, so `netjail run --no-user-namespace` \
+     works here too"
         .to_string()
 }
 
@@ -321,8 +322,8 @@ fn mount_proc_eperm(facts: &HostFacts, evidence: &Evidence) -> String {
         return hint;
     }
     let covered = if evidence.proc_overmounts.is_empty() {
-        "no path below /proc is covered in /proc/self/mountinfo, so an outer runtime's mount \
-         namespace may hide them"
+        "/proc/self/mountinfo shows no mount below /proc, so an outer mount namespace may hide \
+         those parts"
             .to_string()
     } else {
         format!(
@@ -386,7 +387,7 @@ fn tunsetiff_refused(errno: Errno, user_namespace: bool, facts: &HostFacts) -> S
         "AppArmor, SELinux or a BPF LSM"
     };
     format!(
-        "The jail holds CAP_NET_ADMIN in its own network namespace, so a security module, \
+        "The jail has CAP_NET_ADMIN in its own network namespace, so a security module, \
          likely {module}, rejected TUNSETIFF ({}; {}). Check the kernel log for the denial \
          and allow it for netjail",
         facts::describe_sysctl(
@@ -461,7 +462,7 @@ mod tests {
     }
 
     #[test]
-    fn clone_eperm_under_seccomp_with_cap_sys_admin_offers_no_user_namespace() {
+    fn seccomp_hint_offers_no_user_namespace() {
         let facts = HostFacts {
             seccomp_mode: Some(2),
             effective_caps: Some(ADMIN_CAPS_MASK),

@@ -1,5 +1,6 @@
-//! What the host allows: kernel settings, this process's capabilities and
-//! seccomp state, `/dev/net/tun`, and probes that ask the kernel directly.
+//! Facts that decide whether a jail can be created: kernel settings, this
+//! process's capabilities and seccomp state, `/dev/net/tun`, and probes that
+//! ask the kernel directly.
 //!
 //! Error hints and `netjail doctor` read the same facts, so both name the
 //! same setting and the same file as the cause.
@@ -127,7 +128,7 @@ impl HostFacts {
     }
 }
 
-/// Formats a sysctl value read from `path`, or says that the file is absent.
+/// Formats a sysctl value read from `path`, or states that the file is absent.
 pub(crate) fn describe_sysctl(name: &str, value: Option<u64>, path: &str) -> String {
     match value {
         Some(value) => format!("{name} is {value} ({path})"),
@@ -144,7 +145,8 @@ fn status_field<'a>(status: &'a str, field: &str) -> Option<&'a str> {
     Some(line[field.len()..].trim())
 }
 
-/// The initial user namespace maps every uid: `0 0 4294967295`.
+/// Returns whether /proc/self/uid_map differs from the initial user
+/// namespace's map of every uid, `0 0 4294967295`.
 fn is_nested_user_namespace() -> bool {
     let Ok(map) = fs::read_to_string("/proc/self/uid_map") else {
         return false;
@@ -164,7 +166,7 @@ fn read_apparmor_profile() -> Option<String> {
     Some(profile.to_string())
 }
 
-/// What stat(2) and open(2) return for `/dev/net/tun`.
+/// The state of `/dev/net/tun` as stat(2) reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TunDevice {
     /// Neither `/dev/net/tun` nor `/dev/net` exists.
@@ -241,8 +243,8 @@ pub(crate) fn try_open_tun() -> Result<(), Errno> {
 /// `/proc/keys` and others) make that mount fail with EPERM.
 ///
 /// NOTE: the kernel also accepts covered paths that are permanently empty
-/// directories (such as /proc/sys/fs/binfmt_misc, left out here); a mount
-/// that some other runtime places over one of those is listed anyway.
+/// directories, such as /proc/sys/fs/binfmt_misc, which is left out here. A
+/// mount that another runtime places over such a directory is still listed.
 pub(crate) fn proc_overmounts() -> Vec<String> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     mountinfo
@@ -253,12 +255,12 @@ pub(crate) fn proc_overmounts() -> Vec<String> {
         .collect()
 }
 
-/// What a seccomp filter does with a system call, found by a probe.
+/// Outcome of a probe of what a seccomp filter does with a system call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FilterProbe {
     /// The call reaches the kernel.
     Passes,
-    /// A filter rejects the call with this errno before the kernel sees it.
+    /// A filter rejects the call with this errno before it reaches the kernel.
     Rejects(Errno),
     /// A filter kills the process that makes the call.
     Kills,
@@ -305,8 +307,8 @@ pub(crate) fn probe_mount_filter() -> FilterProbe {
 }
 
 /// Makes a system call in a forked child and reports whether it reached the
-/// kernel, which answers it with `kernel_errno`. A filter that kills
-/// instead of failing the call kills only the child.
+/// kernel, which fails it with `kernel_errno`. A filter that kills instead
+/// of failing the call kills only the child.
 fn probe_in_child(kernel_errno: Errno, call: impl FnOnce() -> Errno) -> FilterProbe {
     // SAFETY: the caller guarantees a single thread, so the child cannot
     // inherit a lock held by another thread. The child only makes one system
@@ -337,7 +339,7 @@ fn invalid_clone(flags: CloneFlags) -> Errno {
     let flags = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
     let no_pointer: libc::c_ulong = 0;
     // SAFETY: the flag combination is invalid, so the kernel creates no
-    // process; if it ever did, the child would continue on a copy of this
+    // process. If it ever did, the child would continue on a copy of this
     // stack like fork(2) and leave at once below.
     let result = unsafe {
         libc::syscall(
