@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 use integration::clients;
 use integration::content;
 use integration::fixtures::dns::{DnsTransport, txt_value};
+use integration::fixtures::events::StreamStep;
+use integration::fixtures::first_bytes::TLS_HANDSHAKE;
 use integration::fixtures::git::{GIT, GIT_FILE_CONTENTS, GIT_FILE_NAME};
 use integration::fixtures::http::page_body;
 use integration::fixtures::{BIG_TXT_NAME, DENIED_NAME, Fixtures, WEB_NAME, big_txt_strings};
@@ -266,4 +268,85 @@ fn exchange_replies_after_eof() {
     assert_eq!(records[0].received, send);
     assert_eq!(records[0].sent, reply);
     assert!(records[0].completed);
+}
+
+#[test]
+fn http_event_stream_waits_for_ack() {
+    let fixtures = Fixtures::start();
+    let port = fixtures.http.port();
+    let stream_url = format!("http://127.0.0.1:{port}/events/self/2");
+    let ack_url = format!("http://127.0.0.1:{port}/events/self/ack");
+    let script = format!(
+        "curl -sS -N --fail --max-time 30 {stream_url} | while IFS= read -r line; do
+           case \"$line\" in
+             'data: event '*)
+               n=\"${{line#data: event }}\"
+               echo \"received $n\"
+               curl -sS --fail --max-time 10 -X POST {ack_url}/$n ;;
+           esac
+         done"
+    );
+    let output = run(&clients::bash_strict(&script));
+    assert_eq!(
+        stdout(&output),
+        "received 1\nack 1\nreceived 2\nack 2\n",
+        "{}",
+        describe(&output)
+    );
+    let log = fixtures.http.event_streams().log("self");
+    let expected = [
+        StreamStep::Sent(1),
+        StreamStep::Acked(1),
+        StreamStep::Sent(2),
+        StreamStep::Acked(2),
+    ];
+    assert_eq!(log, expected);
+}
+
+#[test]
+fn http_websocket_echoes_messages() {
+    let fixtures = Fixtures::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("websocket_echo.py");
+    std::fs::write(&script, clients::WEBSOCKET_ECHO_PY).unwrap();
+    let port = fixtures.http.port().to_string();
+    let output = Command::new("python3")
+        .arg(&script)
+        .args(["127.0.0.1", &port, "/echo", "hello", "70000"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+
+    let result: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(result["status"], 101, "{result}");
+    assert_eq!(result["accept_ok"], true, "{result}");
+    assert_eq!(result["echoes"][0]["equal"], true, "{result}");
+    assert_eq!(result["echoes"][1]["len"], 70000, "{result}");
+    assert_eq!(result["echoes"][1]["equal"], true, "{result}");
+    assert_eq!(result["close_code"], 1000, "{result}");
+}
+
+#[test]
+fn first_bytes_records_client_hello() {
+    let fixtures = Fixtures::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("tls_hello.py");
+    std::fs::write(&script, clients::TLS_HELLO_PY).unwrap();
+    let port = fixtures.first_bytes.port().to_string();
+    let output = Command::new("python3")
+        .arg(&script)
+        .args(["127.0.0.1", &port, WEB_NAME])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+
+    let result: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(result["outcome"], "eof", "{result}");
+    let records = fixtures.first_bytes.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0][0], TLS_HANDSHAKE, "{records:?}");
+    let carries_name = records[0]
+        .windows(WEB_NAME.len())
+        .any(|window| window == WEB_NAME.as_bytes());
+    assert!(carries_name, "{records:?}");
 }
