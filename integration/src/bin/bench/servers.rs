@@ -23,8 +23,8 @@ pub const BENCH_NAME: &str = "bench.test";
 
 /// A name with both an A (127.0.0.1) and an AAAA (::1) record, for the DNS
 /// case. The fixture DNS answers a query for a missing type with no record
-/// and no SOA, which a resolver cannot cache, so only a name with both
-/// types can be answered entirely from netjail's cache.
+/// and no SOA, which hickory-resolver in netjail does not cache, so only a
+/// name with both types is served entirely from netjail's cache.
 pub const DUAL_STACK_NAME: &str = "dual.test";
 
 /// Backlog of the hold server's listener: enough for the clients' sequential
@@ -149,12 +149,21 @@ impl HoldServer {
 }
 
 async fn hold_connections(listener: tokio::net::TcpListener, open: Arc<AtomicUsize>) {
+    let mut accept_failures = 0u64;
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            // Out of descriptors or a transient error: retry after a pause
-            // instead of stopping the server.
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of descriptors or a transient error: retry after a
+                // pause instead of stopping the server, and log only the
+                // first failure because a full descriptor table repeats.
+                if accept_failures == 0 {
+                    eprintln!("bench: hold server: accepting a connection failed: {err}");
+                }
+                accept_failures += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
         };
         let open = open.clone();
         open.fetch_add(1, Ordering::SeqCst);
@@ -199,8 +208,9 @@ impl IperfServer {
         Ok(server)
     }
 
-    /// Polls until the port is taken by a listener: on Linux, binding with
-    /// SO_REUSEADDR (as std does) fails only while a socket listens on it.
+    /// Polls until iperf3 listens on the port. std sets SO_REUSEADDR before
+    /// binding, which on Linux still fails while another socket listens on
+    /// the port, so a failed test bind means iperf3 is ready.
     fn wait_until_listening(&mut self) -> Result<()> {
         let deadline = Instant::now() + IPERF_START_TIMEOUT;
         while Instant::now() < deadline {

@@ -320,7 +320,7 @@ scripts/bench --runs 1 --seconds 2 --idle-seconds 5   # a quick check
 scripts/bench --cases throughput,latency --paths direct,netjail
 ```
 
-The full suite takes about 20 minutes on two cores; the date line below
+The full suite takes about 16 minutes on two cores; the date line below
 shows how long this run took. Other work on the machine lowers the
 figures, so the load average before and after is recorded too.
 
@@ -370,9 +370,10 @@ The cases:
   untimed and 5,000 timed sequential A queries, for `dual.test` (A and
   AAAA records) and for `bench.test` (an A record only), and reports p50
   and p99. The suite's DNS server answers the AAAA query for `bench.test`
-  with no record and no SOA, which a resolver cannot cache, so that row
-  shows what a query costs when netjail has to ask upstream; the notes
-  count the queries netjail sent upstream. In netjail the queries go to
+  with no record and no SOA, and netjail's resolver (hickory-resolver) does
+  not cache that answer. So that row shows what a query costs when netjail
+  has to ask upstream, and the notes count the queries it sent upstream.
+  In netjail the queries go to
   the jail's DNS (198.19.0.1). slirp4netns and pasta have no DNS server of
   their own that does not use the host's resolver, so there the queries go
   through the path to the suite's DNS server, and direct queries that
@@ -381,9 +382,10 @@ The cases:
   connections to a server that keeps them open; once all are open on both
   ends, the suite reads VmHWM from /proc/PID/status of the netjail process.
 - **Supervisor CPU, idle**: the hold client keeps 100 connections open and
-  does nothing; after one second to settle, the suite reads utime+stime from
-  /proc/PID/stat (clock ticks, 10 ms each with the usual USER_HZ of 100) and
-  the threads' schedstat time (nanoseconds) before and after the window.
+  does nothing. After one second to settle, the suite reads utime+stime
+  from /proc/PID/stat and the threads' schedstat time before and after the
+  window. utime and stime count clock ticks (10 ms each with the usual
+  USER_HZ of 100), and schedstat counts nanoseconds.
 - **TCP with idle connections**: one jail per run opens 0 or 10,000 idle
   connections and then runs the one-stream iperf3 jail→host; the two
   alternate run by run.
