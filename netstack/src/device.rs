@@ -199,7 +199,9 @@ fn fill_vnet_header(header: &mut [u8], packet: &[u8]) {
         Some(6) if packet.len() > 6 && packet[6] == 6 => 40,
         _ => return,
     };
-    let Ok(csum_start) = u16::try_from(transport_start) else { return };
+    let Ok(csum_start) = u16::try_from(transport_start) else {
+        return;
+    };
     header[0] = VNET_F_NEEDS_CSUM;
     header[6..8].copy_from_slice(&csum_start.to_ne_bytes());
     header[8..10].copy_from_slice(&TCP_CHECKSUM_OFFSET.to_ne_bytes());

@@ -115,6 +115,16 @@ impl std::fmt::Debug for TcpVerdict {
 /// decided on yet are held by the stack, up to [`INSPECTION_LIMIT`] bytes.
 pub trait Inspector: Send {
     fn inspect(&mut self, data: &[u8]) -> Inspection;
+
+    /// Shows the inspector the bytes going from the upstream to the jail, in order.
+    fn observe_upstream(&mut self, _data: &[u8]) {}
+
+    /// After a refusal, the number of forwarded requests whose responses the upstream has not
+    /// finished; the refusal goes to the jail once it is zero. `None` when the inspector cannot
+    /// tell: the stack then shuts the upstream's write side and waits for its EOF.
+    fn pending_responses(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Bytes from the jail an inspector may hold undecided; an inspector that still answers
@@ -131,8 +141,8 @@ pub enum Inspection {
     NeedMore,
     /// Send everything from here on without further inspection.
     PassThrough,
-    /// Send nothing more upstream: shut the upstream's write side, let its remaining bytes
-    /// reach the jail, then send `reply` to the jail and close.
+    /// Send nothing more upstream, let the upstream finish the responses it owes (see
+    /// [`Inspector::pending_responses`]), then send `reply` to the jail and close.
     Refuse { reply: Vec<u8> },
     /// Reset both sides at once.
     Reset,

@@ -334,11 +334,15 @@ impl TcpFlow {
                 self.refusal = Some(reply);
                 self.refusing = true;
                 self.staging.clear();
-                self.upstream_write_shut = true;
-                self.upstream
-                    .shutdown_write()
-                    .or_else(ignore_not_connected)?;
                 self.readable = true;
+                // Without a count of owed responses, the upstream's EOF after a half-close is
+                // the only sign that it is done.
+                if inspector.pending_responses().is_none() {
+                    self.upstream_write_shut = true;
+                    self.upstream
+                        .shutdown_write()
+                        .or_else(ignore_not_connected)?;
+                }
             }
             Inspection::Reset => {
                 self.reset_by_inspector(socket);
@@ -356,10 +360,19 @@ impl TcpFlow {
 
     fn pump_to_jail(&mut self, socket: &mut tcp::Socket<'_>) -> io::Result<()> {
         while self.readable && !self.host_eof && socket.can_send() {
+            if self.refusal_due() {
+                break;
+            }
             let upstream = &mut self.upstream;
+            let inspector = &mut self.inspector;
             let read = socket
                 .send(|space| match upstream.read(space) {
-                    Ok(n) => (n, Ok(n)),
+                    Ok(n) => {
+                        if let Some(inspector) = inspector {
+                            inspector.observe_upstream(&space[..n]);
+                        }
+                        (n, Ok(n))
+                    }
                     Err(err) => (0, Err(err)),
                 })
                 .map_err(|err| io::Error::other(format!("smoltcp send failed: {err}")))?;
@@ -374,6 +387,12 @@ impl TcpFlow {
             }
         }
 
+        if self.refusal_due() {
+            // The upstream owes nothing more; what it sends from here on is dropped.
+            self.host_eof = true;
+            self.upstream_write_shut = true;
+            self.upstream.set_reset_on_close();
+        }
         if self.host_eof && socket.may_send() {
             if let Some(reply) = self.refusal.as_mut() {
                 let sent = socket.send_slice(reply).unwrap_or(0);
@@ -387,6 +406,16 @@ impl TcpFlow {
             socket.close();
         }
         Ok(())
+    }
+
+    /// Reports whether a refusal waits only for nothing: every response the upstream owed
+    /// has reached the jail's send buffer.
+    fn refusal_due(&self) -> bool {
+        let owed = self
+            .inspector
+            .as_ref()
+            .and_then(|inspector| inspector.pending_responses());
+        self.refusing && !self.host_eof && owed == Some(0)
     }
 
     /// Returns why the flow is over, or `None` while it is still alive.

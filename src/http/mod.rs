@@ -15,6 +15,7 @@
 //! - Anything else passes through, unless request checks are on, in which case it is reset.
 
 pub mod path;
+mod response;
 pub mod tls;
 
 use std::net::IpAddr;
@@ -83,6 +84,8 @@ pub struct FlowInspector {
     context: FlowContext,
     state: State,
     requests: u64,
+    /// Follows the upstream's responses once the flow is known to be HTTP.
+    responses: Option<response::ResponseTracker>,
 }
 
 impl FlowInspector {
@@ -91,6 +94,7 @@ impl FlowInspector {
             context,
             state: State::Start,
             requests: 0,
+            responses: None,
         }
     }
 
@@ -108,6 +112,7 @@ impl FlowInspector {
             Some(Some("PRI")) => self.unreadable("HTTP/2 without TLS (prior knowledge)"),
             Some(Some(_)) => {
                 self.state = State::Head;
+                self.responses = Some(response::ResponseTracker::new());
                 self.head(data)
             }
             Some(None) => Inspection::NeedMore,
@@ -264,6 +269,9 @@ impl FlowInspector {
         };
 
         self.record(&head, &host, "allow", rule, None, None);
+        if let Some(responses) = self.responses.as_mut() {
+            responses.request_forwarded(&head.method);
+        }
         match head.body {
             Body::None => Inspection::Forward(head_len as u64),
             Body::Length(length) => Inspection::Forward(head_len as u64 + length),
@@ -289,10 +297,12 @@ impl FlowInspector {
         hint: Option<String>,
     ) -> Inspection {
         tracing::info!(flow = self.context.flow.id, method = %head.method, %host, target = %head.target, %reason, "refusing request");
-        let mut body = format!(
-            "netjail refused this request: {} {host}{}\n",
-            head.method, head.target
-        );
+        let shown = if head.target.starts_with('/') {
+            format!("{host}{}", head.target)
+        } else {
+            head.target.clone()
+        };
+        let mut body = format!("netjail refused this request: {} {shown}\n", head.method);
         match (&rule, &hint) {
             (Some(rule), _) => body.push_str(&format!("The deny rule '{rule}' matches it.\n")),
             (None, Some(hint)) => body.push_str(&format!(
@@ -401,6 +411,18 @@ impl Inspector for FlowInspector {
             State::Head => self.head(data),
             State::ChunkSize => self.chunk(data),
         }
+    }
+
+    fn observe_upstream(&mut self, data: &[u8]) {
+        if let Some(responses) = self.responses.as_mut() {
+            responses.observe(data);
+        }
+    }
+
+    fn pending_responses(&self) -> Option<usize> {
+        self.responses
+            .as_ref()
+            .and_then(response::ResponseTracker::pending)
     }
 }
 
