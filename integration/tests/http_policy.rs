@@ -513,13 +513,9 @@ print(json.dumps({"responses": responses}))
 /// netjail replies to the third with 403 and then closes the connection
 /// without forwarding the fourth. The 403 must never take the place of an
 /// allowed request's response, or the client would attribute it to that
-/// request.
-///
-/// NOTE: this fails in most runs while netjail shuts the upstream's write
-/// side on a refusal. The fixture (hyper 1 with its default `half_close`
-/// off) then closes without replying to `/pages/p2` when that request
-/// arrives in its own segment just before the FIN, and the client gets the
-/// 403 as the second response.
+/// request. The fixture (hyper 1 with `half_close` off) drops a pending
+/// request when it sees EOF, so this also fails if netjail half-closes the
+/// upstream before the owed responses are through.
 fn pipelined_requests_decided_in_order(mode: Mode) {
     let fixtures = Fixtures::start();
     let workdir = Workdir::new(mode);
