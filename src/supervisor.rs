@@ -186,7 +186,7 @@ struct UdpQuery {
     payload: Vec<u8>,
 }
 
-/// What the supervisor remembers about an open flow, for the audit log.
+/// The supervisor's record of an open flow, for the audit log.
 struct FlowRecord {
     name: Option<String>,
     rule: String,

@@ -76,7 +76,7 @@ pub struct FlowInfo {
     pub dst: SocketAddr,
 }
 
-/// What to do with a new TCP flow.
+/// The handler's decision about a new TCP flow.
 pub enum TcpVerdict {
     /// Connect to the `upstream` addresses in turn; the jail's SYN is answered only once one
     /// connect succeeds, and with a reset when all fail. With an inspector, the bytes from the
@@ -148,7 +148,7 @@ pub enum Inspection {
     Reset,
 }
 
-/// How a flow ended, from the stack's point of view.
+/// The reason a flow ended, from the stack's point of view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
     /// Both sides closed their write halves.

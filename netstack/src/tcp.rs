@@ -84,7 +84,7 @@ impl Write for Upstream {
     }
 }
 
-/// Where a flow is in its life.
+/// The stage a flow is in.
 pub(crate) enum Phase {
     /// The host-side connect is in flight; the jail's SYN waits unanswered.
     Connecting {

@@ -55,7 +55,7 @@ const METHODS: &[&str] = &[
     "PRI",
 ];
 
-/// What an inspector knows about its flow.
+/// The facts about a flow that its inspector checks requests against.
 pub struct FlowContext {
     pub policy: Arc<Policy>,
     pub audit: Arc<AuditLog>,
@@ -426,7 +426,7 @@ impl Inspector for FlowInspector {
     }
 }
 
-/// How a request's body is delimited (RFC 9112 section 6.3).
+/// The framing of a request body (RFC 9112 section 6.3).
 #[derive(Debug, PartialEq, Eq)]
 enum Body {
     None,

@@ -26,7 +26,7 @@ enum State {
     Lost,
 }
 
-/// What is known about the requests forwarded upstream and their responses.
+/// The requests forwarded upstream and the progress of their responses.
 #[derive(Debug)]
 pub struct ResponseTracker {
     /// One entry per forwarded request still waiting for its full response: whether its
@@ -200,7 +200,7 @@ impl ResponseTracker {
     }
 }
 
-/// How a response body is delimited.
+/// The framing of a response body.
 enum Framing {
     Chunked,
     Length(u64),
