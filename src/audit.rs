@@ -47,9 +47,9 @@ pub struct DnsEvent {
     pub rule: Option<String>,
     pub reason: Option<String>,
     pub rcode: String,
-    /// What the jail received.
+    /// The answers the jail received.
     pub answers: Vec<String>,
-    /// What the upstream resolver returned.
+    /// The answers the upstream resolver returned.
     pub upstream_answers: Vec<String>,
 }
 
@@ -148,7 +148,7 @@ impl AuditLog {
         Ok(AuditLog::with_writer(out))
     }
 
-    /// A log that records nothing, for runs without `--audit-log`.
+    /// Creates a log that records nothing, for runs without `--audit-log`.
     pub fn discard() -> AuditLog {
         AuditLog::with_writer(Box::new(io::sink()))
     }

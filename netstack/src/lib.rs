@@ -40,7 +40,7 @@ pub struct StackConfig {
     pub tcp_tx_buffer: usize,
     /// Flows beyond this many are reset at once.
     pub max_flows: usize,
-    /// How long a host-side connect may take before the jail's SYN is answered with a reset.
+    /// Time a host-side connect may take before the jail's SYN gets a reset.
     pub connect_timeout: Duration,
     /// How long a refused flow waits for the upstream to finish its last responses before
     /// the refusal goes to the jail anyway.
@@ -87,7 +87,7 @@ pub enum TcpVerdict {
     },
     /// Accept the flow at once and splice it to this already connected stream.
     Local(UnixStream),
-    /// Answer the SYN with a reset.
+    /// Reply to the SYN with a reset.
     Reset,
 }
 
@@ -192,16 +192,16 @@ pub trait Handler: Send {
     /// Decides a new TCP flow when the jail's SYN arrives. Must not block.
     fn tcp_flow(&mut self, flow: &FlowInfo) -> TcpVerdict;
 
-    /// The host-side connect of an accepted flow succeeded.
+    /// Records that the host-side connect of an accepted flow succeeded.
     fn tcp_connected(&mut self, flow: &FlowInfo, upstream: SocketAddr);
 
-    /// Every host-side connect failed; the jail got a reset.
+    /// Records that every host-side connect failed, so the jail got a reset.
     fn tcp_connect_failed(&mut self, flow: &FlowInfo, error: &io::Error);
 
-    /// A flow that reached the connected state ended.
+    /// Records the end of a flow that reached the connected state.
     fn tcp_closed(&mut self, flow: &FlowInfo, stats: &FlowStats);
 
-    /// A UDP datagram from the jail. Replies go through [`StackHandle::send_udp`].
+    /// Takes a UDP datagram from the jail. Replies go through [`StackHandle::send_udp`].
     fn udp_datagram(&mut self, src: SocketAddr, dst: SocketAddr, payload: &[u8]);
 }
 

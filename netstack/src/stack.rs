@@ -132,7 +132,7 @@ pub struct Stack {
     poll: Poll,
     device: TunDevice,
     iface: Interface,
-    /// Takes the packets of no known flow, so smoltcp answers them with resets.
+    /// Takes the packets of no known flow, so smoltcp replies to them with resets.
     no_flow: SocketSet<'static>,
     flows: Slab<Slot>,
     by_tuple: HashMap<(SocketAddr, SocketAddr), usize>,
@@ -548,7 +548,7 @@ impl Stack {
         self.refuse(key, last_err);
     }
 
-    /// Answers a pending SYN with a reset and forgets the flow.
+    /// Replies to a pending SYN with a reset and forgets the flow.
     fn refuse(&mut self, key: usize, err: io::Error) {
         let flow = self.flows.remove(key).flow;
         self.by_tuple.remove(&(flow.info.src, flow.info.dst));

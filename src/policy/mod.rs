@@ -17,7 +17,7 @@ pub struct Policy {
     pub deny: Vec<Rule>,
 }
 
-/// What the policy decided about a flow or a name, and why.
+/// The policy's decision about a flow or a name, and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision<'a> {
     Allow {
