@@ -7,7 +7,6 @@ use netjail::cli::{Cli, Command};
 const EXIT_NETJAIL_FAILED: u8 = 125;
 
 fn main() -> ExitCode {
-    use_mmap_for_flow_buffers();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -31,19 +30,6 @@ fn main() -> ExitCode {
             eprintln!("netjail: {err:#}");
             ExitCode::from(EXIT_NETJAIL_FAILED)
         }
-    }
-}
-
-/// Serves every allocation of 128 KiB or more, such as the TCP buffers of each flow, from its
-/// own anonymous mapping. The kernel then backs only the pages a flow has touched, so an idle
-/// flow costs its used pages rather than its full buffers. Without a fixed threshold glibc
-/// raises it after the first such buffer is freed, and later buffers come from the heap,
-/// where zeroing them touches every page.
-fn use_mmap_for_flow_buffers() {
-    const THRESHOLD: libc::c_int = 128 * 1024;
-    // SAFETY: mallopt only changes allocator tunables; it is called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD);
     }
 }
 

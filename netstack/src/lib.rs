@@ -8,6 +8,7 @@
 
 #![deny(unsafe_code)]
 
+mod buffers;
 mod device;
 mod packet;
 mod stack;

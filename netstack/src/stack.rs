@@ -22,6 +22,7 @@ use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpCidr, IpListenEndpoint};
 
+use crate::buffers::{BufferPool, FlowSockets};
 use crate::device::TunDevice;
 use crate::packet::{self, Packet, TcpHeader};
 use crate::tcp::{Phase, TcpFlow, Upstream};
@@ -67,7 +68,7 @@ struct Timer {
 /// packet costs the same whether ten or ten thousand flows are open.
 struct Slot {
     flow: TcpFlow,
-    sockets: SocketSet<'static>,
+    sockets: FlowSockets,
 }
 
 impl std::ops::Deref for Slot {
@@ -135,6 +136,7 @@ pub struct Stack {
     /// Takes the packets of no known flow, so smoltcp replies to them with resets.
     no_flow: SocketSet<'static>,
     flows: Slab<Slot>,
+    buffers: BufferPool,
     by_tuple: HashMap<(SocketAddr, SocketAddr), usize>,
     /// Flows with possible work, pumped after the packets of this turn.
     pending: Vec<usize>,
@@ -176,12 +178,12 @@ impl Stack {
         });
 
         Ok(Stack {
-            config,
             poll,
             device,
             iface,
             no_flow: SocketSet::new(Vec::new()),
             flows: Slab::new(),
+            buffers: BufferPool::new(config.tcp_rx_buffer, config.tcp_tx_buffer),
             by_tuple: HashMap::new(),
             pending: Vec::new(),
             timers: BinaryHeap::new(),
@@ -194,6 +196,7 @@ impl Stack {
             next_flow_id: 1,
             stats: StackStats::default(),
             stopping: false,
+            config,
         })
     }
 
@@ -426,8 +429,17 @@ impl Stack {
         };
 
         let connecting = matches!(phase, Phase::Connecting { .. });
-        let mut sockets = SocketSet::new(Vec::with_capacity(1));
-        let handle = sockets.add(self.new_socket(syn.dst, connecting));
+        let buffers = match self.buffers.take() {
+            Ok(buffers) => buffers,
+            Err(err) => {
+                let err = io::Error::new(err.kind(), format!("mapping flow buffers failed: {err}"));
+                self.handler.tcp_connect_failed(&info, &err);
+                self.device.send(&packet::tcp_reset_for_syn(syn));
+                return false;
+            }
+        };
+        let (sockets, handle) =
+            FlowSockets::new(buffers, |rx, tx| new_socket(rx, tx, syn.dst, connecting));
         let deadline = match &phase {
             Phase::Connecting { deadline, .. } => Some(*deadline),
             Phase::Open => None,
@@ -440,7 +452,8 @@ impl Stack {
         if let Err(err) = registered {
             self.handler.tcp_connect_failed(&info, &err);
             self.device.send(&packet::tcp_reset_for_syn(syn));
-            self.flows.remove(key);
+            let slot = self.flows.remove(key);
+            self.buffers.put(slot.sockets.into_buffers(), Some((0, 0)));
             return false;
         }
         self.by_tuple.insert((syn.src, syn.dst), key);
@@ -452,29 +465,21 @@ impl Stack {
                 kind: TimerKind::Connect,
             }));
         }
-        if !connecting {
+        if connecting {
+            // A connect to a local address is often done by the time connect() returns;
+            // finding out now sends the SYN-ACK this turn instead of after the next poll.
+            self.check_connect(key);
+            if !self.flows.contains(key) {
+                // Refused already: the jail got its reset, smoltcp must not send another.
+                return false;
+            }
+        } else {
             self.handler.tcp_connected(&info, info.dst);
             self.flows[key].readable = true;
             self.flows[key].writable = true;
         }
         self.mark(key);
         true
-    }
-
-    fn new_socket(&self, dst: SocketAddr, hold_synack: bool) -> tcp::Socket<'static> {
-        let rx = tcp::SocketBuffer::new(vec![0; self.config.tcp_rx_buffer]);
-        let tx = tcp::SocketBuffer::new(vec![0; self.config.tcp_tx_buffer]);
-        let mut socket = tcp::Socket::new(rx, tx);
-        socket.set_nagle_enabled(false);
-        socket.pause_synack(hold_synack);
-        let endpoint = IpListenEndpoint {
-            addr: Some(packet::ip_address(dst.ip())),
-            port: dst.port(),
-        };
-        socket
-            .listen(endpoint)
-            .expect("a fresh socket with a non-zero port can listen");
-        socket
     }
 
     /// Finishes or advances a host-side connect after an event on its socket.
@@ -550,7 +555,9 @@ impl Stack {
 
     /// Replies to a pending SYN with a reset and forgets the flow.
     fn refuse(&mut self, key: usize, err: io::Error) {
-        let flow = self.flows.remove(key).flow;
+        let Slot { flow, sockets } = self.flows.remove(key);
+        // No SYN-ACK went out, so no data went through the buffers.
+        self.buffers.put(sockets.into_buffers(), Some((0, 0)));
         self.by_tuple.remove(&(flow.info.src, flow.info.dst));
         self.device.send(&packet::tcp_reset_for_syn(&flow.syn));
         self.handler.tcp_connect_failed(&flow.info, &err);
@@ -623,8 +630,8 @@ impl Stack {
             // The SYN went to smoltcp when the flow opened, so LISTEN or CLOSED now means the
             // jail reset the connection (smoltcp sends a half-open socket back to LISTEN).
             if matches!(socket.state(), tcp::State::Listen | tcp::State::Closed) {
-                let mut flow = self.flows.remove(key).flow;
-                flow.upstream.deregister(self.poll.registry());
+                let Slot { flow, sockets } = self.flows.remove(key);
+                self.buffers.put(sockets.into_buffers(), Some((0, 0)));
                 self.by_tuple.remove(&(flow.info.src, flow.info.dst));
                 let err = io::Error::new(
                     io::ErrorKind::ConnectionAborted,
@@ -642,8 +649,14 @@ impl Stack {
     }
 
     fn remove(&mut self, key: usize, reason: CloseReason) {
-        let mut flow = self.flows.remove(key).flow;
-        flow.upstream.deregister(self.poll.registry());
+        // Closing the host socket also takes it off the poll, so it is not deregistered.
+        let Slot { flow, sockets } = self.flows.remove(key);
+        // After a clean close every byte that reached a buffer also went through it, so the
+        // byte counts bound the pages touched. Otherwise (a reset with segments still out of
+        // order, a refusal that discarded input) no bound is known.
+        let touched = matches!(reason, CloseReason::Fin)
+            .then_some((flow.bytes_from_jail, flow.bytes_to_jail));
+        self.buffers.put(sockets.into_buffers(), touched);
         if matches!(reason, CloseReason::JailReset | CloseReason::Shutdown) {
             flow.upstream.set_reset_on_close();
         }
@@ -668,6 +681,26 @@ impl Stack {
             }
         }
     }
+}
+
+/// Creates a flow's smoltcp socket, listening for the jail's SYN to `dst`.
+fn new_socket(
+    rx: tcp::SocketBuffer<'static>,
+    tx: tcp::SocketBuffer<'static>,
+    dst: SocketAddr,
+    hold_synack: bool,
+) -> tcp::Socket<'static> {
+    let mut socket = tcp::Socket::new(rx, tx);
+    socket.set_nagle_enabled(false);
+    socket.pause_synack(hold_synack);
+    let endpoint = IpListenEndpoint {
+        addr: Some(packet::ip_address(dst.ip())),
+        port: dst.port(),
+    };
+    socket
+        .listen(endpoint)
+        .expect("a fresh socket with a non-zero port can listen");
+    socket
 }
 
 fn start_connect(
