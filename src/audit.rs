@@ -66,6 +66,20 @@ pub struct FlowId {
     pub port: u16,
 }
 
+impl FlowId {
+    /// Describes `flow`, which the jail opened to `name` if it used one.
+    pub fn new(flow: &netstack::FlowInfo, proto: &'static str, name: Option<String>) -> FlowId {
+        FlowId {
+            flow: flow.id,
+            proto,
+            src: flow.src.to_string(),
+            dst: flow.dst.to_string(),
+            name,
+            port: flow.dst.port(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct FlowOpen {
     #[serde(flatten)]

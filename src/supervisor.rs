@@ -188,7 +188,8 @@ struct UdpQuery {
 
 /// The supervisor's record of an open flow, for the audit log.
 struct FlowRecord {
-    name: Option<String>,
+    /// Formatted once, when the flow is decided, for each of its events.
+    id: audit::FlowId,
     rule: String,
     upstream: Option<SocketAddr>,
     opened: Instant,
@@ -207,17 +208,6 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn flow_id(&self, flow: &FlowInfo, proto: &'static str, name: Option<String>) -> audit::FlowId {
-        audit::FlowId {
-            flow: flow.id,
-            proto,
-            src: flow.src.to_string(),
-            dst: flow.dst.to_string(),
-            name,
-            port: flow.dst.port(),
-        }
-    }
-
     fn deny(
         &self,
         flow: &FlowInfo,
@@ -227,7 +217,7 @@ impl Supervisor {
     ) -> TcpVerdict {
         tracing::info!(flow = flow.id, dst = %flow.dst, name = ?name, %reason, "denied");
         self.audit.record(Event::Denied(audit::Denied {
-            id: self.flow_id(flow, "tcp", name),
+            id: audit::FlowId::new(flow, "tcp", name),
             decision: "deny",
             rule,
             reason,
@@ -287,10 +277,9 @@ impl Supervisor {
                 first_denial.unwrap_or((None, format!("{} has no address upstream", entry.name)));
             return self.deny(flow, Some(entry.name), rule, reason);
         };
-        let name = Some(entry.name);
-        let target = (name.clone(), allowed[0].ip());
-        let inspector = self.inspector(flow, target, &rule, check_requests);
-        self.remember(flow, name, rule);
+        let id = audit::FlowId::new(flow, "tcp", Some(entry.name));
+        let inspector = self.inspector(flow, &id, allowed[0].ip(), &rule, check_requests);
+        self.remember(id, rule);
         TcpVerdict::Connect {
             upstream: allowed,
             inspector: Some(inspector),
@@ -308,7 +297,7 @@ impl Supervisor {
         match self.policy.decide_flow(&facts) {
             Decision::Allow { rule } => {
                 let rule = rule.text.clone();
-                self.remember(flow, None, rule);
+                self.remember(audit::FlowId::new(flow, "tcp", None), rule);
                 TcpVerdict::Connect {
                     upstream: vec![flow.dst],
                     inspector: None,
@@ -321,35 +310,35 @@ impl Supervisor {
         }
     }
 
-    /// Builds the inspector of a flow to `target`, a name (or none) and the address the
-    /// policy allowed.
+    /// Builds the inspector of a flow to `addr`, the address the policy allowed.
     fn inspector(
         &self,
         flow: &FlowInfo,
-        target: (Option<String>, IpAddr),
+        id: &audit::FlowId,
+        addr: IpAddr,
         rule: &str,
         check_requests: bool,
     ) -> Box<dyn netstack::Inspector> {
-        let (name, addr) = target;
         Box::new(FlowInspector::new(FlowContext {
             policy: self.policy.clone(),
             audit: self.audit.clone(),
             flow: *flow,
-            name,
+            id: id.clone(),
+            name: id.name.clone(),
             addr,
             check_requests,
             rule: rule.to_string(),
         }))
     }
 
-    fn remember(&mut self, flow: &FlowInfo, name: Option<String>, rule: String) {
+    fn remember(&mut self, id: audit::FlowId, rule: String) {
         let record = FlowRecord {
-            name,
+            id,
             rule,
             upstream: None,
             opened: Instant::now(),
         };
-        self.flows.insert(flow.id, record);
+        self.flows.insert(record.id.flow, record);
     }
 }
 
@@ -374,11 +363,10 @@ impl Handler for Supervisor {
             return;
         };
         record.upstream = Some(upstream);
-        let (name, rule) = (record.name.clone(), record.rule.clone());
         self.audit.record(Event::FlowOpen(audit::FlowOpen {
-            id: self.flow_id(flow, "tcp", name),
+            id: record.id.clone(),
             decision: "allow",
-            rule,
+            rule: record.rule.clone(),
             upstream: upstream.to_string(),
         }));
     }
@@ -389,7 +377,7 @@ impl Handler for Supervisor {
         };
         tracing::info!(flow = flow.id, dst = %flow.dst, %error, "upstream connect failed");
         self.audit.record(Event::FlowFailed(audit::FlowFailed {
-            id: self.flow_id(flow, "tcp", record.name),
+            id: record.id,
             decision: "allow",
             rule: record.rule,
             error: error.to_string(),
@@ -401,7 +389,7 @@ impl Handler for Supervisor {
             return;
         };
         self.audit.record(Event::FlowClose(audit::FlowClose {
-            id: self.flow_id(flow, "tcp", record.name),
+            id: record.id,
             upstream: record.upstream.map(|a| a.to_string()).unwrap_or_default(),
             bytes_from_jail: stats.bytes_from_jail,
             bytes_to_jail: stats.bytes_to_jail,
@@ -429,7 +417,7 @@ impl Handler for Supervisor {
             let info = FlowInfo { id: 0, src, dst };
             let name = self.names.lookup(dst.ip()).map(|entry| entry.name);
             self.audit.record(Event::Denied(audit::Denied {
-                id: self.flow_id(&info, "udp", name),
+                id: audit::FlowId::new(&info, "udp", name),
                 decision: "deny",
                 rule: None,
                 reason: "netjail forwards no UDP except DNS".into(),

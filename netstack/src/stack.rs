@@ -457,21 +457,25 @@ impl Stack {
             return false;
         }
         self.by_tuple.insert((syn.src, syn.dst), key);
-        if let Some(at) = deadline {
-            self.timers.push(Reverse(Timer {
-                at,
-                key,
-                flow: info.id,
-                kind: TimerKind::Connect,
-            }));
-        }
-        if connecting {
+        if let Some(first_deadline) = deadline {
             // A connect to a local address is often done by the time connect() returns;
             // finding out now sends the SYN-ACK this turn instead of after the next poll.
             self.check_connect(key);
-            if !self.flows.contains(key) {
+            let Some(slot) = self.flows.get(key) else {
                 // Refused already: the jail got its reset, smoltcp must not send another.
                 return false;
+            };
+            // Still connecting to the first address: its deadline needs a timer. (A move to
+            // the next address set a new deadline with a timer of its own.)
+            if let Phase::Connecting { deadline, .. } = slot.phase
+                && deadline == first_deadline
+            {
+                self.timers.push(Reverse(Timer {
+                    at: deadline,
+                    key,
+                    flow: info.id,
+                    kind: TimerKind::Connect,
+                }));
             }
         } else {
             self.handler.tcp_connected(&info, info.dst);

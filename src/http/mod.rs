@@ -60,6 +60,8 @@ pub struct FlowContext {
     pub policy: Arc<Policy>,
     pub audit: Arc<AuditLog>,
     pub flow: FlowInfo,
+    /// The flow as its audit events name it.
+    pub id: audit::FlowId,
     /// The name the jail connected to, or `None` for an IP literal.
     pub name: Option<String>,
     /// The host-side address the policy was checked against.
@@ -193,15 +195,7 @@ impl FlowInspector {
     }
 
     fn flow_id(&self) -> audit::FlowId {
-        let flow = &self.context.flow;
-        audit::FlowId {
-            flow: flow.id,
-            proto: "tcp",
-            src: flow.src.to_string(),
-            dst: flow.dst.to_string(),
-            name: self.context.name.clone(),
-            port: flow.dst.port(),
-        }
+        self.context.id.clone()
     }
 
     fn head(&mut self, data: &[u8]) -> Inspection {

@@ -50,6 +50,7 @@ fn inspector(allow: &[&str], deny: &[&str], log: &SharedLog) -> FlowInspector {
         policy,
         audit,
         flow,
+        id: crate::audit::FlowId::new(&flow, "tcp", Some("api.test".into())),
         name: Some("api.test".into()),
         addr,
         check_requests,
