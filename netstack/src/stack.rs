@@ -492,13 +492,15 @@ impl Stack {
         let Upstream::Tcp(stream) = &flow.upstream else {
             return;
         };
-        let outcome = match stream.take_error() {
-            Ok(Some(err)) | Err(err) => Err(err),
-            Ok(None) => match stream.peer_addr() {
-                Ok(addr) => Ok(addr),
-                Err(err) if err.kind() == io::ErrorKind::NotConnected => return,
-                Err(err) => Err(err),
+        // A peer address means connected, which is the common case and costs one call.
+        // Without one, the pending error tells a failed connect from one still in flight.
+        let outcome = match stream.peer_addr() {
+            Ok(addr) => Ok(addr),
+            Err(err) if err.kind() == io::ErrorKind::NotConnected => match stream.take_error() {
+                Ok(Some(err)) | Err(err) => Err(err),
+                Ok(None) => return,
             },
+            Err(err) => Err(err),
         };
         match outcome {
             Ok(addr) => {
