@@ -67,7 +67,7 @@ pub struct FlowId {
 }
 
 impl FlowId {
-    /// Describes `flow`, which the jail opened to `name` if it used one.
+    /// Builds the fields of `flow`, which the jail opened to `name` if it used one.
     pub fn new(flow: &netstack::FlowInfo, proto: &'static str, name: Option<String>) -> FlowId {
         FlowId {
             flow: flow.id,

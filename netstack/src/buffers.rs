@@ -9,7 +9,7 @@
 //!
 //! The pool bounds what it keeps resident: a buffer that may have touched more than
 //! [`KEEP_RESIDENT`] bytes gives its pages back to the kernel (`MADV_DONTNEED`) before it
-//! goes into the pool, and the pool holds at most [`POOL_CAPACITY`] pairs.
+//! goes into the pool, and the pool keeps at most [`POOL_CAPACITY`] pairs.
 
 #![allow(unsafe_code)]
 
@@ -67,7 +67,7 @@ impl Buffer {
     /// Gives the pages back to the kernel; they read as zeros when next touched.
     fn discard_pages(&mut self) {
         // SAFETY: the range is this buffer's own mapping, and `&mut self` means no socket
-        // holds it.
+        // borrows it.
         let result =
             unsafe { libc::madvise(self.ptr.as_ptr().cast(), self.len, libc::MADV_DONTNEED) };
         if result != 0 {
@@ -95,7 +95,7 @@ pub(crate) struct BufferPair {
 
 /// A flow's socket set with its one TCP socket, and the buffers that socket borrows.
 ///
-/// The socket's buffers are `'static` slices of `rx` and `tx`. That holds because the set
+/// The socket's buffers are `'static` slices of `rx` and `tx`. This is sound because the set
 /// cannot outlive them: fields drop in declaration order, so `set` goes first, and
 /// [`FlowSockets::into_buffers`] drops the set before it hands the buffers back. Code that
 /// uses the set must not move the socket out of it.
@@ -105,7 +105,7 @@ pub(crate) struct FlowSockets {
 }
 
 impl FlowSockets {
-    /// Builds the set around `socket`, which `make` creates from the pair's buffers.
+    /// Builds the set around the socket that `make` creates from the pair's buffers.
     pub fn new(
         mut buffers: BufferPair,
         make: impl FnOnce(
@@ -188,7 +188,7 @@ impl BufferPool {
         self.free.push(pair);
     }
 
-    /// Pairs held for reuse.
+    /// Returns the number of pairs kept for reuse.
     #[cfg(test)]
     fn pooled(&self) -> usize {
         self.free.len()
@@ -199,9 +199,14 @@ impl BufferPool {
 mod tests {
     use super::*;
 
+    fn page_size() -> usize {
+        // SAFETY: sysconf reads a constant of the system and touches no memory of ours.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(size).expect("the page size is positive")
+    }
+
     fn resident_pages(buffer: &Buffer) -> usize {
-        let page = 4096;
-        let mut vec = vec![0u8; buffer.len.div_ceil(page)];
+        let mut vec = vec![0u8; buffer.len.div_ceil(page_size())];
         // SAFETY: the range is a live mapping and `vec` has one byte per page.
         let result =
             unsafe { libc::mincore(buffer.ptr.as_ptr().cast(), buffer.len, vec.as_mut_ptr()) };
@@ -217,7 +222,7 @@ mod tests {
     }
 
     #[test]
-    fn a_returned_pair_is_taken_again() {
+    fn pool_reuses_a_returned_pair() {
         let mut pool = BufferPool::new(64 * 1024, 64 * 1024);
         let pair = pool.take().unwrap();
         let rx_addr = pair.rx.ptr;
@@ -234,17 +239,18 @@ mod tests {
     }
 
     #[test]
-    fn pages_beyond_the_bound_are_given_back() {
+    fn pool_discards_pages_beyond_the_bound() {
+        let page = page_size();
         let len = 256 * 1024;
         let mut pool = BufferPool::new(len, len);
         let mut pair = pool.take().unwrap();
         // SAFETY: the slices are dropped at the end of this block, before the pair moves.
         unsafe {
             pair.rx.lend().fill(1);
-            pair.tx.lend()[..4096].fill(1);
+            pair.tx.lend()[..page].fill(1);
         }
-        assert_eq!(resident_pages(&pair.rx), len / 4096);
-        pool.put(pair, Some((len as u64, 4096)));
+        assert_eq!(resident_pages(&pair.rx), len / page);
+        pool.put(pair, Some((len as u64, page as u64)));
         let pair = pool.take().unwrap();
         assert_eq!(
             resident_pages(&pair.rx),
@@ -266,7 +272,7 @@ mod tests {
     }
 
     #[test]
-    fn the_pool_keeps_at_most_its_capacity() {
+    fn pool_keeps_at_most_its_capacity() {
         let mut pool = BufferPool::new(4096, 4096);
         let pairs: Vec<_> = (0..POOL_CAPACITY + 5)
             .map(|_| pool.take().unwrap())

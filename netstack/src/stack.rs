@@ -458,8 +458,8 @@ impl Stack {
         }
         self.by_tuple.insert((syn.src, syn.dst), key);
         if let Some(first_deadline) = deadline {
-            // A connect to a local address is often done by the time connect() returns;
-            // finding out now sends the SYN-ACK this turn instead of after the next poll.
+            // A connect to a local address is often done by the time connect() returns, so
+            // checking now sends the SYN-ACK in this turn instead of after the next poll.
             self.check_connect(key);
             let Some(slot) = self.flows.get(key) else {
                 // Refused already: the jail got its reset, smoltcp must not send another.
@@ -493,7 +493,7 @@ impl Stack {
             return;
         };
         // A peer address means connected, which is the common case and costs one call.
-        // Without one, the pending error tells a failed connect from one still in flight.
+        // Without one, the pending error separates a failed connect from one in flight.
         let outcome = match stream.peer_addr() {
             Ok(addr) => Ok(addr),
             Err(err) if err.kind() == io::ErrorKind::NotConnected => match stream.take_error() {
