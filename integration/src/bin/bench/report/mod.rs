@@ -81,8 +81,8 @@ impl Report<'_> {
 
         let _ = writeln!(
             page,
-            "- Each value is the median of {} runs (memory: {}, idle CPU: 1 run of {} s), \
-             and iperf3, wrk and dnsperf ran {} s per run",
+            "- Runs per case: {} (memory: {}, idle CPU: 1 of {} s), and each value is their \
+             median; iperf3, wrk and dnsperf ran {} s per run",
             self.options.runs,
             memory_runs(self.options.runs),
             self.options.idle_seconds,
