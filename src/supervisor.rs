@@ -324,7 +324,6 @@ impl Supervisor {
             audit: self.audit.clone(),
             flow: *flow,
             id: id.clone(),
-            name: id.name.clone(),
             addr,
             check_requests,
             rule: rule.to_string(),

@@ -60,10 +60,9 @@ pub struct FlowContext {
     pub policy: Arc<Policy>,
     pub audit: Arc<AuditLog>,
     pub flow: FlowInfo,
-    /// The flow as its audit events name it.
+    /// The flow as its audit events name it, with the name the jail connected to (`None`
+    /// for an IP literal).
     pub id: audit::FlowId,
-    /// The name the jail connected to, or `None` for an IP literal.
-    pub name: Option<String>,
     /// The host-side address the policy was checked against.
     pub addr: IpAddr,
     /// Whether each request must pass `method` and `path` rules.
@@ -155,7 +154,7 @@ impl FlowInspector {
         let Some(server_name) = server_name else {
             return Inspection::PassThrough;
         };
-        if self.context.name.as_deref() == Some(server_name.as_str()) {
+        if self.context.id.name.as_deref() == Some(server_name.as_str()) {
             return Inspection::PassThrough;
         }
         let facts = FlowFacts {
@@ -167,7 +166,7 @@ impl FlowInspector {
         if self.context.policy.decide_flow(&facts).is_allow() {
             return Inspection::PassThrough;
         }
-        let opened_to = self.context.name.as_deref().unwrap_or("an IP address");
+        let opened_to = self.context.id.name.as_deref().unwrap_or("an IP address");
         self.reset(&format!(
             "TLS server name {server_name} differs from {opened_to}, the name the connection was \
              opened to, and no allow rule matches {server_name}"
@@ -176,7 +175,7 @@ impl FlowInspector {
 
     /// Resets a flow whose requests must be checked but cannot be read.
     fn unreadable(&self, protocol: &str) -> Inspection {
-        let name = self.context.name.as_deref().unwrap_or("this address");
+        let name = self.context.id.name.as_deref().unwrap_or("this address");
         self.reset(&format!(
             "the rules for {name} name method or path, which netjail can check only on plain \
              HTTP/1.x, and this connection speaks {protocol}"
@@ -226,9 +225,9 @@ impl FlowInspector {
         let host = head
             .host
             .clone()
-            .or_else(|| self.context.name.clone())
+            .or_else(|| self.context.id.name.clone())
             .unwrap_or_default();
-        if let Some(name) = &self.context.name
+        if let Some(name) = &self.context.id.name
             && host != *name
         {
             let reason =
@@ -239,7 +238,7 @@ impl FlowInspector {
         let path = path::normalize_target(&head.target);
         let rule = if self.context.check_requests {
             let facts = FlowFacts {
-                name: self.context.name.as_deref(),
+                name: self.context.id.name.as_deref(),
                 addr: self.context.addr,
                 port: self.context.flow.dst.port(),
                 proto: Proto::Tcp,
@@ -278,7 +277,7 @@ impl FlowInspector {
     }
 
     fn allow_hint(&self, host: &str, method: &str, path: &str) -> String {
-        let domain = self.context.name.as_deref().unwrap_or(host);
+        let domain = self.context.id.name.as_deref().unwrap_or(host);
         format!("--allow 'domain={domain} method={method} path={path}'")
     }
 

@@ -51,7 +51,6 @@ fn inspector(allow: &[&str], deny: &[&str], log: &SharedLog) -> FlowInspector {
         audit,
         flow,
         id: crate::audit::FlowId::new(&flow, "tcp", Some("api.test".into())),
-        name: Some("api.test".into()),
         addr,
         check_requests,
         rule,
