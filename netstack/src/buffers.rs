@@ -55,7 +55,7 @@ impl Buffer {
         // SAFETY: the range is the mapping just created, and no slice of it exists yet.
         let result = unsafe { libc::madvise(addr, len, libc::MADV_NOHUGEPAGE) };
         if result != 0 {
-            // Kernels built without transparent huge pages refuse the advice (EINVAL), and
+            // Kernels built without transparent huge pages reject the advice with EINVAL, and
             // then there is nothing to turn off.
             let err = io::Error::last_os_error();
             tracing::debug!(error = %err, "madvise(MADV_NOHUGEPAGE) on a flow buffer failed");
@@ -281,7 +281,7 @@ mod tests {
         );
     }
 
-    /// Returns the `VmFlags` of the mapping that holds `addr`, from /proc/self/smaps.
+    /// Returns the `VmFlags` of the mapping that contains `addr`, from /proc/self/smaps.
     fn vm_flags(addr: usize) -> String {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let mut in_mapping = false;
@@ -296,7 +296,7 @@ mod tests {
                 return flags.trim().to_string();
             }
         }
-        panic!("no mapping holds {addr:#x} in /proc/self/smaps");
+        panic!("no mapping contains {addr:#x} in /proc/self/smaps");
     }
 
     #[test]

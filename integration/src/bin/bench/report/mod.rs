@@ -313,7 +313,8 @@ netjail compared with direct loopback, slirp4netns and pasta, in one run on
 one machine, so the ratios hold even where the absolute figures are noisy.
 `scripts/bench` regenerates this page; change the generator
 (`integration/src/bin/bench/`), not the page. docs/performance.md says
-where the time of a new connection goes and what was tried to cut it.
+where the time of a new connection and of a bulk transfer goes and what
+was tried to cut it.
 
 ```
 scripts/bench                  # the full suite
