@@ -3,10 +3,13 @@
 //! A flow's receive and send buffers are large (2 MiB each by default) so that one flow can
 //! fill a fast link, but most flows move a few kilobytes. Each buffer is a mapping of its own,
 //! so only the pages a flow touched are resident. Transparent huge pages are turned off for
-//! the mappings: with them, the first byte a flow wrote could make a whole 2 MiB page resident. Mapping two buffers for every flow and
-//! unmapping them afterwards cost four system calls and a page fault per touched page, which
-//! stood out in the profile of short connections. A finished flow therefore hands its buffers
-//! to a [`BufferPool`], and the next flow takes them as they are.
+//! the mappings, because with them the first byte a flow wrote could make a whole 2 MiB page
+//! resident.
+//!
+//! Mapping two buffers for every flow and unmapping them afterwards cost four system calls
+//! and a page fault per touched page, which stood out in the profile of short connections. A
+//! finished flow therefore hands its buffers to a [`BufferPool`], and the next flow takes
+//! them as they are.
 //!
 //! The pool bounds what it keeps resident: a buffer that may have touched more than
 //! [`KEEP_RESIDENT`] bytes gives its pages back to the kernel (`MADV_DONTNEED`) before it
