@@ -1,11 +1,23 @@
 //! Bulk data, half-close and many parallel connections through the jail.
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread;
 use std::time::Duration;
+
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, bind, listen, setsockopt, socket,
+    sockopt,
+};
+use sha2::{Digest, Sha256};
 
 use integration::clients;
 use integration::content;
 use integration::fixtures::http::page_body;
-use integration::fixtures::{EXCHANGE_NAME, Fixtures, WEB_NAME};
+use integration::fixtures::{EXCHANGE_NAME, Fixtures, V4_ONLY_NAME, WEB_NAME};
 use integration::jail::Mode;
 use integration::jail_tests;
 use integration::workdir::Workdir;
@@ -26,6 +38,8 @@ jail_tests!(
     curl_upload_256_mib_content_length,
     curl_upload_256_mib_chunked,
     python_half_close_gets_reply,
+    python_upload_outlives_server_half_close,
+    python_upload_outlives_both_fins,
     curl_200_parallel_connections,
 );
 
@@ -132,6 +146,159 @@ fn python_half_close_gets_reply(mode: Mode) {
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].received, send);
     assert!(records[0].completed, "{records:?}");
+}
+
+/// How long the late reader waits before it reads: longer than the 10 s a
+/// TCP socket of smoltcp stays in TIME-WAIT.
+const LATE_READ_DELAY: Duration = Duration::from_secs(12);
+
+/// The jailed client of the late reader. With `read-first` it reads the
+/// server's greeting to end of file and then sends the file and its FIN;
+/// with `send-first` it sends the file and its FIN and then reads to end of
+/// file.
+const LATE_UPLOAD_PY: &str = r#"
+import socket, sys
+host, port, path, order = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+data = open(path, "rb").read()
+with socket.create_connection((host, port)) as s:
+    if order == "read-first":
+        while s.recv(4096):
+            pass
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(4096):
+        pass
+"#;
+
+/// Which side of the late reader's connection sends its FIN first.
+#[derive(Clone, Copy)]
+enum FirstFin {
+    /// The server greets and shuts down its write side before the upload.
+    Server,
+    /// The jail uploads and sends its FIN; two seconds later the server shuts
+    /// down its write side, still without reading.
+    Jail,
+}
+
+/// The server sends its FIN first, and the jail then uploads and sends its
+/// own FIN while the server reads nothing for longer than TIME-WAIT lasts.
+fn python_upload_outlives_server_half_close(mode: Mode) {
+    upload_to_late_reader(mode, FirstFin::Server);
+}
+
+/// The jail sends its FIN after the upload, and the server's FIN follows
+/// while the upload still waits, so netjail's socket reaches CLOSED first.
+fn python_upload_outlives_both_fins(mode: Mode) {
+    upload_to_late_reader(mode, FirstFin::Jail);
+}
+
+/// Uploads 3 MB and 40 MB on two connections to a server with a 4 KiB
+/// receive buffer. The server reads only after both FINs could be through,
+/// so the uploads still sit in netjail when the jail's side of the
+/// connection ends. Every byte must still reach the server.
+fn upload_to_late_reader(mode: Mode, first_fin: FirstFin) {
+    const SIZES: [u64; 2] = [3_000_000, 40_000_000];
+    let fixtures = Fixtures::start();
+    let workdir = Workdir::new(mode);
+    workdir.write("late_upload.py", LATE_UPLOAD_PY);
+    for len in SIZES {
+        workdir.write(&format!("upload-{len}"), content::payload(len as usize));
+    }
+    let listener = listen_with_small_receive_buffer();
+    let port = listener.local_addr().unwrap().port();
+    let done = workdir.join("server-done");
+    let (results, received) = mpsc::channel();
+    let server = thread::spawn(move || {
+        let readers: Vec<_> = SIZES
+            .iter()
+            .map(|_| {
+                let (stream, _) = listener.accept().unwrap();
+                let results = results.clone();
+                thread::spawn(move || results.send(read_late(stream, first_fin)).unwrap())
+            })
+            .collect();
+        for reader in readers {
+            reader.join().unwrap();
+        }
+    });
+
+    let order = match first_fin {
+        FirstFin::Server => "read-first",
+        FirstFin::Jail => "send-first",
+    };
+    let script = format!(
+        "for len in {} {}; do python3 late_upload.py {V4_ONLY_NAME} {port} upload-$len {order} & \
+         done; wait; for _ in $(seq 600); do [ -e server-done ] && exit 0; sleep 0.1; done; exit 3",
+        SIZES[0], SIZES[1]
+    );
+    let jail = fixtures
+        .jail(mode, &workdir)
+        .allow(&format!("domain={V4_ONLY_NAME} cidr=127.0.0.0/8"))
+        .timeout(LARGE_TIMEOUT);
+    let waiter = thread::spawn(move || jail.run(&clients::bash_strict(&script)));
+    server.join().unwrap();
+    std::fs::write(&done, "").unwrap();
+    let output = waiter.join().unwrap();
+
+    assert_eq!(output.code(), Some(0), "{}", output.describe());
+    let mut got: Vec<(u64, String)> = received.try_iter().collect();
+    got.sort();
+    let expected: Vec<(u64, String)> = SIZES
+        .iter()
+        .map(|&len| (len, content::payload_sha256(len)))
+        .collect();
+    assert_eq!(got, expected, "{}", output.describe());
+    let audit = output.audit();
+    let mut from_jail: Vec<u64> = audit
+        .flow_closes(V4_ONLY_NAME)
+        .iter()
+        .map(|close| close.bytes_from_jail)
+        .collect();
+    from_jail.sort();
+    assert_eq!(from_jail, SIZES, "{:?}", audit.event_names());
+}
+
+/// Listens on 127.0.0.1 with a 4 KiB receive buffer, set before `listen` so
+/// that accepted connections advertise a window that fits it.
+fn listen_with_small_receive_buffer() -> TcpListener {
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    setsockopt(&fd, sockopt::RcvBuf, &4096).unwrap();
+    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+    listen(&fd, Backlog::new(16).unwrap()).unwrap();
+    TcpListener::from(fd)
+}
+
+/// Shuts down the write side in the order `first_fin` gives, waits
+/// [`LATE_READ_DELAY`] and reads to end of file. Returns the byte count and
+/// SHA-256 of what it read.
+fn read_late(mut stream: TcpStream, first_fin: FirstFin) -> (u64, String) {
+    // A stalled upload ends the read instead of hanging the test.
+    stream.set_read_timeout(Some(LARGE_TIMEOUT)).unwrap();
+    match first_fin {
+        FirstFin::Server => stream.write_all(b"hello").unwrap(),
+        FirstFin::Jail => thread::sleep(Duration::from_secs(2)),
+    }
+    stream.shutdown(Shutdown::Write).unwrap();
+    thread::sleep(LATE_READ_DELAY);
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                hasher.update(&buffer[..n]);
+                total += n as u64;
+            }
+        }
+    }
+    (total, content::hex(&hasher.finalize()))
 }
 
 /// Starts 200 requests at once, each held 300 ms by the server, so every

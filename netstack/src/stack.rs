@@ -657,11 +657,13 @@ impl Stack {
     fn remove(&mut self, key: usize, reason: CloseReason) {
         // Closing the host socket also takes it off the poll, so it is not deregistered.
         let Slot { flow, sockets } = self.flows.remove(key);
-        // After a clean close every byte that reached a buffer also went through it, so the
-        // byte counts bound the pages touched. Otherwise (a reset with segments still out of
-        // order, a refusal that discarded input) no bound is known.
-        let touched = matches!(reason, CloseReason::Fin)
-            .then_some((flow.bytes_from_jail, flow.bytes_to_jail));
+        // After a clean close every byte that reached a buffer also left it, upstream or into
+        // the flow's staging, so the byte counts bound the pages touched. Otherwise (a reset
+        // with segments still out of order, a refusal that discarded input) no bound is known.
+        let touched = matches!(reason, CloseReason::Fin).then_some((
+            flow.bytes_from_jail + flow.held_from_jail(),
+            flow.bytes_to_jail,
+        ));
         self.buffers.put(sockets.into_buffers(), touched);
         if matches!(reason, CloseReason::JailReset | CloseReason::Shutdown) {
             flow.upstream.set_reset_on_close();

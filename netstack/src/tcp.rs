@@ -121,6 +121,8 @@ pub(crate) struct TcpFlow {
     host_eof: bool,
     /// The jail sent FIN and the host socket's write half is shut.
     upstream_write_shut: bool,
+    /// The smoltcp socket was seen in a state reached only through the jail's FIN.
+    jail_finished: bool,
     pub bytes_from_jail: u64,
     pub bytes_to_jail: u64,
     pub opened: Instant,
@@ -158,6 +160,7 @@ impl TcpFlow {
             refusing: false,
             host_eof: false,
             upstream_write_shut: false,
+            jail_finished: false,
             bytes_from_jail: 0,
             bytes_to_jail: 0,
             opened: Instant::now(),
@@ -197,6 +200,17 @@ impl TcpFlow {
     }
 
     fn pump_to_host(&mut self, socket: &mut tcp::Socket<'_>) -> io::Result<()> {
+        if matches!(
+            socket.state(),
+            State::CloseWait | State::LastAck | State::Closing | State::TimeWait
+        ) {
+            self.jail_finished = true;
+        }
+        if socket.state() == State::TimeWait && socket.can_recv() && !self.refusing {
+            // smoltcp empties the receive buffer when TIME-WAIT ends, 10 s after the jail's
+            // FIN, but the upstream may take longer to read what the jail sent before it.
+            self.take_rest_from_jail(socket);
+        }
         loop {
             if self.refusing {
                 // Nothing more goes upstream; what the jail still sends is dropped.
@@ -226,6 +240,27 @@ impl TcpFlow {
                 .or_else(ignore_not_connected)?;
         }
         Ok(())
+    }
+
+    /// Moves everything left in the smoltcp receive buffer to the end of `staging`, where
+    /// it waits for the inspector and the upstream as it would have in smoltcp.
+    fn take_rest_from_jail(&mut self, socket: &mut tcp::Socket<'_>) {
+        let staging = &mut self.staging;
+        while socket.can_recv() {
+            let taken = socket.recv(|data| {
+                staging.extend_from_slice(data);
+                (data.len(), ())
+            });
+            if taken.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Returns the bytes taken from the jail that have not gone upstream: approved ones not
+    /// yet written and undecided ones.
+    pub fn held_from_jail(&self) -> u64 {
+        self.staging.len() as u64
     }
 
     /// Writes approved bytes held in `staging`. Returns whether any moved.
@@ -425,11 +460,19 @@ impl TcpFlow {
         }
         let clean_end = match socket.state() {
             State::TimeWait => true,
-            State::Closed => self.host_eof && self.upstream_write_shut,
+            // smoltcp gets to CLOSED on a reset, and after both FINs on the ACK of its own FIN
+            // in LAST-ACK or at the end of TIME-WAIT. Without its FIN sent, only a reset gets
+            // there. With both FINs through, a reset only cuts what was still going to the jail.
+            State::Closed => self.host_eof && (self.jail_finished || self.upstream_write_shut),
             // A reset from the jail sends a half-open socket back to LISTEN.
             State::Listen if matches!(self.phase, Phase::Open) => false,
             _ => return None,
         };
+        if clean_end && !(self.host_eof && self.upstream_write_shut) {
+            // What the jail sent before its FIN still waits for the upstream; the write half
+            // is shut once it is all written.
+            return None;
+        }
         Some(match (clean_end, self.refusing) {
             (true, true) => CloseReason::Refused,
             (true, false) => CloseReason::Fin,
