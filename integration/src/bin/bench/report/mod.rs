@@ -322,7 +322,7 @@ scripts/bench --runs 1 --seconds 2 --idle-seconds 5   # a quick check
 scripts/bench --cases throughput,latency --paths direct,netjail
 ```
 
-The full suite takes about 16 minutes on two cores; the date line below
+The full suite takes about 14 minutes on two cores; the date line below
 shows how long this run took. Other work on the machine lowers the
 figures, so the load average before and after is recorded too.
 
