@@ -40,6 +40,7 @@ jail_tests!(
     python_half_close_gets_reply,
     python_upload_outlives_server_half_close,
     python_upload_outlives_both_fins,
+    python_abort_after_server_half_close,
     curl_200_parallel_connections,
 );
 
@@ -256,6 +257,62 @@ fn upload_to_late_reader(mode: Mode, first_fin: FirstFin) {
         .collect();
     from_jail.sort();
     assert_eq!(from_jail, SIZES, "{:?}", audit.event_names());
+}
+
+/// The jailed client of the abort test: reads the greeting to end of file,
+/// sends 300,000 bytes and closes with SO_LINGER 0, so its kernel sends a
+/// reset instead of a FIN.
+const ABORT_PY: &str = r#"
+import socket, struct, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+while s.recv(4096):
+    pass
+s.sendall(b"x" * 300000)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+"#;
+
+/// The server half-closes first and the jail then aborts its upload with a
+/// reset. The server must see the reset, not an end of file that would
+/// pass the cut upload off as complete.
+fn python_abort_after_server_half_close(mode: Mode) {
+    let fixtures = Fixtures::start();
+    let workdir = Workdir::new(mode);
+    workdir.write("abort.py", ABORT_PY);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(LARGE_TIMEOUT)).unwrap();
+        stream.write_all(b"hello").unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            match stream.read(&mut buffer) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(err) => return Err(err.kind()),
+            }
+        }
+    });
+
+    let output = fixtures
+        .jail(mode, &workdir)
+        .allow(&format!("domain={V4_ONLY_NAME} cidr=127.0.0.0/8"))
+        .run(&["python3", "abort.py", V4_ONLY_NAME, &port.to_string()]);
+
+    assert_eq!(output.code(), Some(0), "{}", output.describe());
+    let ended = server.join().unwrap();
+    assert_eq!(
+        ended,
+        Err(std::io::ErrorKind::ConnectionReset),
+        "{}",
+        output.describe()
+    );
+    let audit = output.audit();
+    let closes = audit.flow_closes(V4_ONLY_NAME);
+    assert_eq!(closes.len(), 1, "{:?}", audit.event_names());
+    assert_eq!(closes[0].close, "reset by jail", "{:?}", closes[0]);
 }
 
 /// Listens on 127.0.0.1 with a 4 KiB receive buffer, set before `listen` so

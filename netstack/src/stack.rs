@@ -362,16 +362,19 @@ impl Stack {
             key = self.by_tuple.get(&tuple).copied();
         }
         self.device.queue_for_smoltcp(len);
-        let sockets = match key {
-            Some(key) => {
-                self.mark(key);
-                &mut self.flows[key].sockets
-            }
+        let Some(key) = key else {
             // smoltcp answers segments of unknown connections with a reset.
-            None => &mut self.no_flow,
+            self.iface
+                .poll_ingress_single(now(), &mut self.device, &mut self.no_flow);
+            return;
         };
+        self.mark(key);
+        let Slot { flow, sockets } = &mut self.flows[key];
+        let was = sockets.get::<tcp::Socket>(flow.handle).state();
         self.iface
             .poll_ingress_single(now(), &mut self.device, sockets);
+        let state = sockets.get::<tcp::Socket>(flow.handle).state();
+        flow.note_jail_segment(was, state, header.rst);
     }
 
     /// Decides a new flow. Returns whether the SYN should go on to smoltcp.
@@ -665,7 +668,15 @@ impl Stack {
             flow.bytes_to_jail,
         ));
         self.buffers.put(sockets.into_buffers(), touched);
-        if matches!(reason, CloseReason::JailReset | CloseReason::Shutdown) {
+        // A reset from the jail after its FIN ends the flow only once the jail's bytes are
+        // all written upstream. The close stays a FIN, because a reset upstream could still
+        // discard those bytes from the host socket's send queue.
+        let abort = match reason {
+            CloseReason::Shutdown => true,
+            CloseReason::JailReset => !flow.jail_finished,
+            _ => false,
+        };
+        if abort {
             flow.upstream.set_reset_on_close();
         }
         self.by_tuple.remove(&(flow.info.src, flow.info.dst));

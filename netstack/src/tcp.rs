@@ -122,7 +122,9 @@ pub(crate) struct TcpFlow {
     /// The jail sent FIN and the host socket's write half is shut.
     upstream_write_shut: bool,
     /// The smoltcp socket was seen in a state reached only through the jail's FIN.
-    jail_finished: bool,
+    pub jail_finished: bool,
+    /// smoltcp accepted a reset from the jail.
+    pub jail_reset: bool,
     pub bytes_from_jail: u64,
     pub bytes_to_jail: u64,
     pub opened: Instant,
@@ -161,6 +163,7 @@ impl TcpFlow {
             host_eof: false,
             upstream_write_shut: false,
             jail_finished: false,
+            jail_reset: false,
             bytes_from_jail: 0,
             bytes_to_jail: 0,
             opened: Instant::now(),
@@ -200,12 +203,6 @@ impl TcpFlow {
     }
 
     fn pump_to_host(&mut self, socket: &mut tcp::Socket<'_>) -> io::Result<()> {
-        if matches!(
-            socket.state(),
-            State::CloseWait | State::LastAck | State::Closing | State::TimeWait
-        ) {
-            self.jail_finished = true;
-        }
         if socket.state() == State::TimeWait && socket.can_recv() && !self.refusing {
             // smoltcp empties the receive buffer when TIME-WAIT ends, 10 s after the jail's
             // FIN, but the upstream may take longer to read what the jail sent before it.
@@ -233,7 +230,7 @@ impl TcpFlow {
 
         let undecided = self.credit == 0 && !self.staging.is_empty();
         let drained = !socket.can_recv() && (self.staging.is_empty() || undecided);
-        if drained && jail_sent_fin(socket.state()) && !self.upstream_write_shut {
+        if drained && self.jail_finished && !self.upstream_write_shut {
             self.upstream_write_shut = true;
             self.upstream
                 .shutdown_write()
@@ -458,39 +455,47 @@ impl TcpFlow {
         if let Some(failure) = &self.failure {
             return Some(failure.clone());
         }
-        let clean_end = match socket.state() {
-            State::TimeWait => true,
-            // smoltcp gets to CLOSED on a reset, and after both FINs on the ACK of its own FIN
-            // in LAST-ACK or at the end of TIME-WAIT. Without its FIN sent, only a reset gets
-            // there. With both FINs through, a reset only cuts what was still going to the jail.
-            State::Closed => self.host_eof && (self.jail_finished || self.upstream_write_shut),
-            // A reset from the jail sends a half-open socket back to LISTEN.
-            State::Listen if matches!(self.phase, Phase::Open) => false,
+        match socket.state() {
+            State::TimeWait | State::Closed if self.jail_finished => {}
+            // Without the jail's FIN, only a reset gets smoltcp to CLOSED, and a reset
+            // sends a half-open socket back to LISTEN.
+            State::Closed => return Some(CloseReason::JailReset),
+            State::Listen if matches!(self.phase, Phase::Open) => {
+                return Some(CloseReason::JailReset);
+            }
             _ => return None,
-        };
-        if clean_end && !(self.host_eof && self.upstream_write_shut) {
+        }
+        if !self.upstream_write_shut {
             // What the jail sent before its FIN still waits for the upstream; the write half
             // is shut once it is all written.
             return None;
         }
-        Some(match (clean_end, self.refusing) {
-            (true, true) => CloseReason::Refused,
-            (true, false) => CloseReason::Fin,
-            (false, _) => CloseReason::JailReset,
+        Some(if self.jail_reset {
+            CloseReason::JailReset
+        } else if self.refusing {
+            CloseReason::Refused
+        } else {
+            CloseReason::Fin
         })
+    }
+
+    /// Records what the last segment from the jail did to the socket: `was` is the state
+    /// before smoltcp took it.
+    pub fn note_jail_segment(&mut self, was: State, now: State, reset: bool) {
+        if matches!(
+            now,
+            State::CloseWait | State::LastAck | State::Closing | State::TimeWait
+        ) {
+            self.jail_finished = true;
+        }
+        if reset && now == State::Closed && was != State::Closed {
+            self.jail_reset = true;
+        }
     }
 }
 
 fn clamp(credit: u64) -> usize {
     usize::try_from(credit).unwrap_or(usize::MAX)
-}
-
-/// Reports whether the jail has closed its write half.
-fn jail_sent_fin(state: State) -> bool {
-    matches!(
-        state,
-        State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed
-    )
 }
 
 fn ignore_not_connected(err: io::Error) -> io::Result<()> {
