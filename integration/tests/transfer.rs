@@ -181,14 +181,14 @@ enum FirstFin {
     Jail,
 }
 
-/// The server sends its FIN first, and the jail then uploads and sends its
-/// own FIN while the server reads nothing for longer than TIME-WAIT lasts.
+/// Checks an upload sent after the server's FIN: the jail then sends its own
+/// FIN while the server reads nothing for longer than TIME-WAIT lasts.
 fn python_upload_outlives_server_half_close(mode: Mode) {
     upload_to_late_reader(mode, FirstFin::Server);
 }
 
-/// The jail sends its FIN after the upload, and the server's FIN follows
-/// while the upload still waits, so netjail's socket reaches CLOSED first.
+/// Checks an upload followed by the jail's FIN and then the server's, while
+/// the upload still waits, so netjail's socket reaches CLOSED first.
 fn python_upload_outlives_both_fins(mode: Mode) {
     upload_to_late_reader(mode, FirstFin::Jail);
 }
@@ -272,9 +272,8 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 s.close()
 "#;
 
-/// The server half-closes first and the jail then aborts its upload with a
-/// reset. The server must see the reset, not an end of file that would
-/// pass the cut upload off as complete.
+/// Checks that a reset from the jail reaches a server that half-closed first.
+/// An end of file instead would pass the cut upload off as complete.
 fn python_abort_after_server_half_close(mode: Mode) {
     let fixtures = Fixtures::start();
     let workdir = Workdir::new(mode);

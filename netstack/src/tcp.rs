@@ -206,7 +206,7 @@ impl TcpFlow {
         if socket.state() == State::TimeWait && socket.can_recv() && !self.refusing {
             // smoltcp empties the receive buffer when TIME-WAIT ends, 10 s after the jail's
             // FIN, but the upstream may take longer to read what the jail sent before it.
-            self.take_rest_from_jail(socket);
+            stage_from_jail(&mut self.staging, socket, usize::MAX);
         }
         loop {
             if self.refusing {
@@ -237,21 +237,6 @@ impl TcpFlow {
                 .or_else(ignore_not_connected)?;
         }
         Ok(())
-    }
-
-    /// Moves everything left in the smoltcp receive buffer to the end of `staging`, where
-    /// it waits for the inspector and the upstream as it would have in smoltcp.
-    fn take_rest_from_jail(&mut self, socket: &mut tcp::Socket<'_>) {
-        let staging = &mut self.staging;
-        while socket.can_recv() {
-            let taken = socket.recv(|data| {
-                staging.extend_from_slice(data);
-                (data.len(), ())
-            });
-            if taken.is_err() {
-                break;
-            }
-        }
     }
 
     /// Returns the bytes taken from the jail that have not gone upstream: approved ones not
@@ -328,15 +313,7 @@ impl TcpFlow {
             self.credit = u64::MAX;
             return Ok(true);
         };
-        while self.staging.len() < INSPECTION_LIMIT && socket.can_recv() {
-            let room = INSPECTION_LIMIT - self.staging.len();
-            let staging = &mut self.staging;
-            let _ = socket.recv(|data| {
-                let n = data.len().min(room);
-                staging.extend_from_slice(&data[..n]);
-                (n, ())
-            });
-        }
+        stage_from_jail(&mut self.staging, socket, INSPECTION_LIMIT);
         if self.staging.is_empty() || self.staging.len() == self.inspected {
             return Ok(false);
         }
@@ -490,6 +467,23 @@ impl TcpFlow {
         }
         if reset && now == State::Closed && was != State::Closed {
             self.jail_reset = true;
+        }
+    }
+}
+
+/// Moves bytes from the smoltcp receive buffer to the end of `staging` until `staging`
+/// contains `limit` bytes or the receive buffer is empty. Staged bytes wait for the
+/// inspector and the upstream as they would have in smoltcp.
+fn stage_from_jail(staging: &mut Vec<u8>, socket: &mut tcp::Socket<'_>, limit: usize) {
+    while staging.len() < limit && socket.can_recv() {
+        let room = limit - staging.len();
+        let result = socket.recv(|data| {
+            let n = data.len().min(room);
+            staging.extend_from_slice(&data[..n]);
+            (n, ())
+        });
+        if result.is_err() {
+            break;
         }
     }
 }
